@@ -1,0 +1,138 @@
+using DEngine.Protos.Client;
+using Google.Protobuf;
+using RocksDbSharp;
+
+namespace DEngine.StateMachine;
+
+public sealed partial class RocksDbStateMachine
+{
+    /// <summary>
+    /// Turns the entries of one chunk into WriteBatch operations. When the chunk holds a CAS or an
+    /// ExpireKeys command, every write is also recorded in an overlay so that later entries of the
+    /// same chunk read what earlier ones wrote.
+    /// </summary>
+    private sealed class ChunkWriter(RocksDbStateMachine machine, WriteBatch batch, bool useOverlay)
+    {
+        private static readonly byte[] Empty = [];
+
+        // key -> stored bytes (value with expiry header), or null for deleted.
+        private readonly Dictionary<byte[], byte[]?>? _overlay = useOverlay ? new(ByteArrayComparer.Instance) : null;
+
+        public ApplyResult Apply(in ApplyEntry entry)
+        {
+            var command = entry.Command;
+            switch (command?.OperationCase)
+            {
+                case null:
+                    return new ApplyResult(entry.Index, ApplyStatus.Applied);
+                case WriteCommand.OperationOneofCase.Insert:
+                    Insert(command.Insert);
+                    return new ApplyResult(entry.Index, ApplyStatus.Applied);
+                case WriteCommand.OperationOneofCase.Delete:
+                    Delete(command.Delete.Key.Span);
+                    return new ApplyResult(entry.Index, ApplyStatus.Applied);
+                case WriteCommand.OperationOneofCase.CompareAndSwap:
+                    return new ApplyResult(entry.Index, CompareAndSwap(command.CompareAndSwap) ? ApplyStatus.Applied : ApplyStatus.CompareFailed);
+                case WriteCommand.OperationOneofCase.ExpireKeys:
+                    return new ApplyResult(entry.Index, ApplyStatus.Applied, ExpireKeys(command.ExpireKeys));
+                default:
+                    throw new InvalidOperationException("validated before apply");
+            }
+        }
+
+        private void Insert(WriteCommand.Types.Insert insert)
+        {
+            var expiry = 0UL;
+            if (insert.TtlSecs > 0)
+            {
+                // The sequencer's stamp makes replay deterministic; an unstamped command (from an
+                // external log) falls back to the apply-time clock.
+                expiry = insert.ExpiresAtUnixMs != 0 ? insert.ExpiresAtUnixMs : StoredValue.ExpiryFrom(machine.NowUnixMs, insert.TtlSecs);
+            }
+            Put(insert.Key.Span, insert.Value.Span, expiry);
+        }
+
+        private void Put(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, ulong expiry)
+        {
+            var stored = StoredValue.Encode(value, expiry);
+            batch.Put(key, stored, machine._data);
+            if (expiry != 0)
+            {
+                batch.Put(StoredValue.TtlIndexKey(expiry, key), Empty, machine._ttl);
+            }
+            // An older TTL index entry of this key stays behind; cleanup sees that the key's stored
+            // expiry differs and drops the entry. That keeps puts free of reads.
+            if (_overlay is not null)
+            {
+                _overlay[key.ToArray()] = stored;
+            }
+        }
+
+        private void Delete(ReadOnlySpan<byte> key)
+        {
+            batch.Delete(key, machine._data);
+            if (_overlay is not null)
+            {
+                _overlay[key.ToArray()] = null;
+            }
+        }
+
+        private bool CompareAndSwap(WriteCommand.Types.CompareAndSwap cas)
+        {
+            var asOf = cas.AsOfUnixMs != 0 ? cas.AsOfUnixMs : machine.NowUnixMs;
+            var current = Read(cas.Key.Span);
+            ReadOnlySpan<byte> currentValue = default;
+            var exists = false;
+            if (current is not null)
+            {
+                currentValue = StoredValue.Decode(current, out var expiry);
+                exists = !StoredValue.IsExpired(expiry, asOf);
+            }
+            var matches = cas.HasExpectedValue
+                ? exists && currentValue.SequenceEqual(cas.ExpectedValue.Span)
+                : !exists;
+            if (matches)
+            {
+                // A successful CAS writes its new value without TTL (documented in the README).
+                Put(cas.Key.Span, cas.NewValue.Span, 0);
+            }
+            return matches;
+        }
+
+        private int ExpireKeys(WriteCommand.Types.ExpireKeys command)
+        {
+            var removed = 0;
+            foreach (var listed in command.Keys)
+            {
+                var key = listed.Key.Span;
+                var current = Read(key);
+                var currentExpiry = 0UL;
+                if (current is not null)
+                {
+                    StoredValue.Decode(current, out currentExpiry);
+                }
+                if (current is not null && currentExpiry == listed.ExpiresAtUnixMs && StoredValue.IsExpired(currentExpiry, command.AsOfUnixMs))
+                {
+                    Delete(key);
+                    batch.Delete(StoredValue.TtlIndexKey(listed.ExpiresAtUnixMs, key), machine._ttl);
+                    removed++;
+                }
+                else if (current is null || currentExpiry != listed.ExpiresAtUnixMs)
+                {
+                    // The key was deleted or re-put since the index entry was written: the entry is stale.
+                    batch.Delete(StoredValue.TtlIndexKey(listed.ExpiresAtUnixMs, key), machine._ttl);
+                }
+            }
+            return removed;
+        }
+
+        private byte[]? Read(ReadOnlySpan<byte> key)
+        {
+            if (_overlay is not null && _overlay.TryGetValue(key.ToArray(), out var pending))
+            {
+                return pending;
+            }
+            return machine._db!.Get(key, machine._data);
+        }
+    }
+}

@@ -1,0 +1,669 @@
+using System.Buffers.Binary;
+using DEngine.Protos.Client;
+using DEngine.Protos.Common;
+using DEngine.Protos.Storage;
+using Google.Protobuf;
+using RocksDbSharp;
+
+namespace DEngine.StateMachine;
+
+/// <summary>
+/// <see cref="IStateMachine"/> on RocksDB. Column families: <c>state_machine</c> (user data, each value
+/// prefixed by its expiry header, see <see cref="StoredValue"/>), <c>state_machine_meta</c> (applied
+/// position, snapshot metadata) and <c>state_machine_ttl</c> (TTL index: expiry + key, for finding
+/// expired keys by a range scan). Every chunk is one WriteBatch that carries its data, TTL-index
+/// changes and the new applied position.
+/// </summary>
+public sealed partial class RocksDbStateMachine : IStateMachine
+{
+    internal const string DataFamily = "state_machine";
+    internal const string MetaFamily = "state_machine_meta";
+    internal const string TtlFamily = "state_machine_ttl";
+
+    private static readonly byte[] LastAppliedIndexKey = "last_applied_index"u8.ToArray();
+    private static readonly byte[] LastAppliedTermKey = "last_applied_term"u8.ToArray();
+    private static readonly byte[] SnapshotMetadataKey = "snapshot_metadata"u8.ToArray();
+
+    private readonly string _path;
+    private readonly RocksDbStateMachineOptions _options;
+    private readonly Cache _blockCache;
+
+    // Open/close/reset take the write side; every use of the database takes the read side, so a
+    // background sync or a read can never touch a closed native handle.
+    private readonly ReaderWriterLockSlim _lifecycle = new(LockRecursionPolicy.NoRecursion);
+    private readonly Lock _applyGate = new();
+    private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true);
+    private readonly WriteOptions _bufferedWrite = new WriteOptions().SetSync(false);
+
+    private RocksDb? _db;
+    private ColumnFamilyHandle _data = null!;
+    private ColumnFamilyHandle _meta = null!;
+    private ColumnFamilyHandle _ttl = null!;
+    private volatile bool _serving;
+    private LogPosition _lastApplied;
+    private ulong _durableIndex;
+    private SnapshotMetadata? _snapshotMetadata;
+
+    /// <summary>Opens (creating if missing) the state machine stored in <paramref name="path"/>. It serves at once.</summary>
+    /// <exception cref="DEngineException">StorageFailure when RocksDB cannot open the directory (for example another process holds its lock).</exception>
+    public RocksDbStateMachine(string path, RocksDbStateMachineOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        _path = Path.GetFullPath(path);
+        _options = options ?? new RocksDbStateMachineOptions();
+        _options.Validate();
+        _blockCache = _options.SharedBlockCache ?? Cache.CreateLru(_options.BlockCacheBytes);
+        Open();
+        _serving = true;
+    }
+
+    /// <inheritdoc />
+    public int PartitionId => _options.PartitionId;
+
+    /// <summary>The directory holding the database.</summary>
+    public string DataPath => _path;
+
+    /// <inheritdoc />
+    public bool IsRunning => _serving && _db is not null;
+
+    /// <inheritdoc />
+    public LogPosition LastApplied => ReadPosition();
+
+    /// <inheritdoc />
+    public ulong DurableIndex => Volatile.Read(ref _durableIndex);
+
+    /// <inheritdoc />
+    public SnapshotMetadata? SnapshotMetadata => Volatile.Read(ref _snapshotMetadata);
+
+    private ulong NowUnixMs => (ulong)Math.Max(0, _options.TimeProvider.GetUtcNow().ToUnixTimeMilliseconds());
+
+    /// <inheritdoc />
+    public void Start()
+    {
+        using var _ = EnterUse();
+        _serving = true;
+    }
+
+    /// <inheritdoc />
+    public void Stop() => _serving = false;
+
+    // ---------------------------------------------------------------- reads
+
+    /// <inheritdoc />
+    public byte[]? Get(ReadOnlySpan<byte> key)
+    {
+        using var _ = EnterServing();
+        var stored = _db!.Get(key, _data);
+        return stored is null ? null : LiveValue(stored, NowUnixMs);
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyList<byte[]?> GetMulti(IReadOnlyList<byte[]> keys)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        if (keys.Count == 0)
+        {
+            return [];
+        }
+        using var _ = EnterServing();
+        using var snapshot = _db!.CreateSnapshot();
+        var readOptions = new ReadOptions().SetSnapshot(snapshot);
+        var now = NowUnixMs;
+        var values = new byte[]?[keys.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            var stored = _db.Get(keys[i], _data, readOptions);
+            values[i] = stored is null ? null : LiveValue(stored, now);
+        }
+        return values;
+    }
+
+    /// <inheritdoc />
+    public ScanResult ScanPrefix(ReadOnlySpan<byte> prefix)
+    {
+        using var _ = EnterServing();
+        using var snapshot = _db!.CreateSnapshot();
+        var readOptions = new ReadOptions().SetSnapshot(snapshot);
+        // The revision is read from the same snapshot as the entries, so it describes them exactly.
+        var revision = ReadU64(_db.Get(LastAppliedIndexKey, _meta, readOptions));
+        if (prefix.IsEmpty)
+        {
+            return new ScanResult([], revision);
+        }
+        var upper = PrefixRange.Successor(prefix);
+        if (upper is not null)
+        {
+            readOptions.SetIterateUpperBound(upper);
+        }
+        var now = NowUnixMs;
+        var entries = new List<KeyValue>();
+        using var iterator = _db.NewIterator(_data, readOptions);
+        for (iterator.Seek(prefix); iterator.Valid(); iterator.Next())
+        {
+            var key = iterator.GetKeySpan();
+            if (!key.StartsWith(prefix))
+            {
+                break; // only reachable without an upper bound (all-0xFF prefix)
+            }
+            var value = StoredValue.Decode(iterator.GetValueSpan(), out var expiry);
+            if (!StoredValue.IsExpired(expiry, now))
+            {
+                entries.Add(new KeyValue(key.ToArray(), value.ToArray()));
+            }
+        }
+        return new ScanResult(entries, revision);
+    }
+
+    /// <inheritdoc />
+    public bool TryGetExpiry(ReadOnlySpan<byte> key, out ulong? expiresAtUnixMs)
+    {
+        using var _ = EnterServing();
+        expiresAtUnixMs = null;
+        var stored = _db!.Get(key, _data);
+        if (stored is null)
+        {
+            return false;
+        }
+        StoredValue.Decode(stored, out var expiry);
+        if (StoredValue.IsExpired(expiry, NowUnixMs))
+        {
+            return false;
+        }
+        expiresAtUnixMs = expiry == 0 ? null : expiry;
+        return true;
+    }
+
+    /// <inheritdoc />
+    public long Count()
+    {
+        using var _ = EnterServing();
+        var now = NowUnixMs;
+        long count = 0;
+        using var iterator = _db!.NewIterator(_data);
+        for (iterator.SeekToFirst(); iterator.Valid(); iterator.Next())
+        {
+            StoredValue.Decode(iterator.GetValueSpan(), out var expiry);
+            if (!StoredValue.IsExpired(expiry, now))
+            {
+                count++;
+            }
+        }
+        return count;
+    }
+
+    /// <inheritdoc />
+    public long EstimatedCount
+    {
+        get
+        {
+            using var _ = EnterUse();
+            return long.TryParse(_db!.GetProperty("rocksdb.estimate-num-keys", _data), out var n) ? n : 0;
+        }
+    }
+
+    private static byte[]? LiveValue(byte[] stored, ulong now)
+    {
+        var value = StoredValue.Decode(stored, out var expiry);
+        return StoredValue.IsExpired(expiry, now) ? null : value.ToArray();
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// <inheritdoc />
+    public IReadOnlyList<ApplyResult> ApplyChunk(IReadOnlyList<Entry> entries, ApplyDurability durability = ApplyDurability.Default) =>
+        ApplyCommands(EntryDecoder.Decode(entries, PartitionId), durability);
+
+    /// <inheritdoc />
+    public IReadOnlyList<ApplyResult> ApplyCommands(IReadOnlyList<ApplyEntry> entries, ApplyDurability durability = ApplyDurability.Default)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        lock (_applyGate)
+        {
+            using var _ = EnterServing();
+            var applied = _lastApplied;
+            var firstNew = ValidateOrder(entries, applied.Index);
+            var results = new ApplyResult[entries.Count];
+            for (var i = 0; i < firstNew; i++)
+            {
+                results[i] = new ApplyResult(entries[i].Index, ApplyStatus.AlreadyApplied);
+            }
+            if (firstNew == entries.Count)
+            {
+                return results; // pure redelivery: nothing to write
+            }
+            for (var i = firstNew; i < entries.Count; i++)
+            {
+                ValidateCommand(entries[i]);
+            }
+
+            using var batch = new WriteBatch();
+            var chunk = new ChunkWriter(this, batch, NeedsOverlay(entries, firstNew));
+            for (var i = firstNew; i < entries.Count; i++)
+            {
+                results[i] = chunk.Apply(entries[i]);
+            }
+            var last = entries[^1];
+            batch.Put(LastAppliedIndexKey, U64(last.Index), _meta);
+            batch.Put(LastAppliedTermKey, U64(last.Term), _meta);
+
+            var sync = durability == ApplyDurability.Default && _options.Durability == DurabilityMode.Synced;
+            try
+            {
+                _db!.Write(batch, sync ? _syncWrite : _bufferedWrite);
+            }
+            catch (RocksDbException ex)
+            {
+                throw new DEngineException(DEngineErrorCode.StorageFailure, $"RocksDB rejected the chunk's write ({ex.Message}). Nothing of the chunk was applied; check disk space and the data directory, then retry.", PartitionId, entries[firstNew].Index, ex);
+            }
+            WritePosition(new LogPosition(last.Index, last.Term));
+            if (sync)
+            {
+                Volatile.Write(ref _durableIndex, last.Index);
+            }
+            return results;
+        }
+    }
+
+    /// <inheritdoc />
+    public ulong SyncWal()
+    {
+        using var _ = EnterUse();
+        // Everything applied before this point is in the WAL's OS buffers; one fsync makes it durable.
+        var covered = ReadPosition().Index;
+        try
+        {
+            Native.Instance.rocksdb_flush_wal(_db!.Handle, 1);
+        }
+        catch (RocksDbException ex)
+        {
+            throw new DEngineException(DEngineErrorCode.StorageFailure, $"Syncing the write-ahead log failed ({ex.Message}). Writes since the last sync are not durable; check the disk.", PartitionId, inner: ex);
+        }
+        AdvanceDurable(covered);
+        return covered;
+    }
+
+    private void AdvanceDurable(ulong index)
+    {
+        var seen = Volatile.Read(ref _durableIndex);
+        while (index > seen)
+        {
+            var prior = Interlocked.CompareExchange(ref _durableIndex, index, seen);
+            if (prior == seen)
+            {
+                return;
+            }
+            seen = prior;
+        }
+    }
+
+    /// <summary>Returns the position of the first entry above <paramref name="appliedIndex"/>; throws if the chunk is out of order or leaves a gap.</summary>
+    private int ValidateOrder(IReadOnlyList<ApplyEntry> entries, ulong appliedIndex)
+    {
+        if (entries.Count == 0)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "An empty chunk cannot be applied; send at least one entry.", PartitionId);
+        }
+        for (var i = 1; i < entries.Count; i++)
+        {
+            if (entries[i].Index <= entries[i - 1].Index)
+            {
+                throw new DEngineException(DEngineErrorCode.ChunkOutOfOrder, $"Index {entries[i].Index} follows {entries[i - 1].Index}: indexes in a chunk must strictly increase. Nothing of the chunk was applied.", PartitionId, entries[i].Index);
+            }
+        }
+        var firstNew = 0;
+        while (firstNew < entries.Count && entries[firstNew].Index <= appliedIndex)
+        {
+            firstNew++;
+        }
+        if (firstNew < entries.Count)
+        {
+            var expected = appliedIndex + 1;
+            if (entries[firstNew].Index != expected)
+            {
+                throw new DEngineException(DEngineErrorCode.ChunkGap, $"The next index to apply is {expected} but the chunk continues with {entries[firstNew].Index}. Send the missing entries first; nothing of the chunk was applied.", PartitionId, entries[firstNew].Index);
+            }
+            for (var i = firstNew + 1; i < entries.Count; i++)
+            {
+                if (entries[i].Index != entries[i - 1].Index + 1)
+                {
+                    throw new DEngineException(DEngineErrorCode.ChunkGap, $"Index {entries[i].Index} follows {entries[i - 1].Index}: entries are missing in between. Nothing of the chunk was applied.", PartitionId, entries[i].Index);
+                }
+            }
+        }
+        return firstNew;
+    }
+
+    private void ValidateCommand(in ApplyEntry entry)
+    {
+        switch (entry.Command?.OperationCase)
+        {
+            case null:
+                return;
+            case WriteCommand.OperationOneofCase.Insert:
+                ValidateKey(entry.Command.Insert.Key, entry.Index);
+                ValidateValue(entry.Command.Insert.Value, entry.Index);
+                return;
+            case WriteCommand.OperationOneofCase.Delete:
+                ValidateKey(entry.Command.Delete.Key, entry.Index);
+                return;
+            case WriteCommand.OperationOneofCase.CompareAndSwap:
+                var cas = entry.Command.CompareAndSwap;
+                ValidateKey(cas.Key, entry.Index);
+                ValidateValue(cas.NewValue, entry.Index);
+                if (cas.HasExpectedValue)
+                {
+                    ValidateValue(cas.ExpectedValue, entry.Index);
+                }
+                return;
+            case WriteCommand.OperationOneofCase.ExpireKeys:
+                foreach (var expired in entry.Command.ExpireKeys.Keys)
+                {
+                    ValidateKey(expired.Key, entry.Index);
+                }
+                return;
+            default:
+                throw new DEngineException(DEngineErrorCode.MalformedEntry, "The WriteCommand has no operation this version knows. Nothing of the chunk was applied.", PartitionId, entry.Index);
+        }
+    }
+
+    private void ValidateKey(ByteString key, ulong index)
+    {
+        if (key.IsEmpty)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty. Nothing of the chunk was applied.", PartitionId, index);
+        }
+        if (key.Length > _options.MaxKeyBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A key of {key.Length} bytes exceeds the limit of {_options.MaxKeyBytes} bytes (MaxKeyBytes). Nothing of the chunk was applied.", PartitionId, index);
+        }
+    }
+
+    private void ValidateValue(ByteString value, ulong index)
+    {
+        if (value.Length > _options.MaxValueBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A value of {value.Length} bytes exceeds the limit of {_options.MaxValueBytes} bytes (MaxValueBytes). Nothing of the chunk was applied.", PartitionId, index);
+        }
+    }
+
+    private static bool NeedsOverlay(IReadOnlyList<ApplyEntry> entries, int from)
+    {
+        for (var i = from; i < entries.Count; i++)
+        {
+            var op = entries[i].Command?.OperationCase;
+            if (op is WriteCommand.OperationOneofCase.CompareAndSwap or WriteCommand.OperationOneofCase.ExpireKeys)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // ---------------------------------------------------------------- TTL support
+
+    /// <summary>
+    /// Up to <paramref name="max"/> keys whose TTL index entry is at or before <paramref name="asOfUnixMs"/>,
+    /// oldest expiry first, with the expiry they were indexed under (the input of an ExpireKeys
+    /// command). Entries left behind by an overwrite are included; the command discards them.
+    /// </summary>
+    public IReadOnlyList<ExpiredKey> FindExpired(ulong asOfUnixMs, int max)
+    {
+        using var _ = EnterServing();
+        var found = new List<ExpiredKey>();
+        if (max <= 0)
+        {
+            return found;
+        }
+        var upper = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(upper, asOfUnixMs == ulong.MaxValue ? ulong.MaxValue : asOfUnixMs + 1);
+        var readOptions = new ReadOptions().SetIterateUpperBound(upper);
+        using var iterator = _db!.NewIterator(_ttl, readOptions);
+        for (iterator.SeekToFirst(); iterator.Valid() && found.Count < max; iterator.Next())
+        {
+            var indexKey = iterator.GetKeySpan();
+            var expiry = BinaryPrimitives.ReadUInt64BigEndian(indexKey);
+            found.Add(new ExpiredKey(indexKey[8..].ToArray(), expiry));
+        }
+        return found;
+    }
+
+    /// <summary>The earliest expiry in the TTL index (possibly of an entry an overwrite left behind), or null when there is none.</summary>
+    public ulong? EarliestExpiry()
+    {
+        using var _ = EnterServing();
+        using var iterator = _db!.NewIterator(_ttl);
+        iterator.SeekToFirst();
+        return iterator.Valid() ? BinaryPrimitives.ReadUInt64BigEndian(iterator.GetKeySpan()) : null;
+    }
+
+    /// <summary>Number of entries in the TTL index (an upper bound of the keys with a TTL).</summary>
+    public long TtlIndexCount()
+    {
+        using var _ = EnterServing();
+        long n = 0;
+        using var iterator = _db!.NewIterator(_ttl);
+        for (iterator.SeekToFirst(); iterator.Valid(); iterator.Next())
+        {
+            n++;
+        }
+        return n;
+    }
+
+    // ---------------------------------------------------------------- metadata, flush, reset
+
+    /// <inheritdoc />
+    public void PersistSnapshotMetadata(SnapshotMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        lock (_applyGate)
+        {
+            using var _ = EnterUse();
+            _db!.Put(SnapshotMetadataKey, metadata.ToByteArray(), _meta, _syncWrite);
+            Volatile.Write(ref _snapshotMetadata, metadata.Clone());
+        }
+    }
+
+    /// <inheritdoc />
+    public void Flush()
+    {
+        using var _ = EnterUse();
+        SyncWalUnlocked();
+        var flush = new FlushOptions().SetWaitForFlush(true);
+        foreach (var family in new[] { _data, _meta, _ttl })
+        {
+            Native.Instance.rocksdb_flush_cf(_db!.Handle, flush.Handle, family.Handle);
+        }
+    }
+
+    private void SyncWalUnlocked()
+    {
+        var covered = ReadPosition().Index;
+        Native.Instance.rocksdb_flush_wal(_db!.Handle, 1);
+        AdvanceDurable(covered);
+    }
+
+    /// <inheritdoc />
+    public void Reset()
+    {
+        lock (_applyGate)
+        {
+            _lifecycle.EnterWriteLock();
+            try
+            {
+                ThrowIfClosed();
+                Close();
+                Directory.Delete(_path, recursive: true);
+                Open();
+            }
+            finally
+            {
+                _lifecycle.ExitWriteLock();
+            }
+        }
+    }
+
+    /// <summary>Closes the database (the log is synced first, so nothing applied is lost). Idempotent.</summary>
+    public void Dispose()
+    {
+        lock (_applyGate)
+        {
+            _lifecycle.EnterWriteLock();
+            try
+            {
+                _serving = false;
+                if (_db is not null)
+                {
+                    try
+                    {
+                        Native.Instance.rocksdb_flush_wal(_db.Handle, 1);
+                    }
+                    catch (RocksDbException)
+                    {
+                        // Closing anyway: RocksDB recovers from its WAL on the next open.
+                    }
+                    Close();
+                }
+            }
+            finally
+            {
+                _lifecycle.ExitWriteLock();
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    private void Open()
+    {
+        Directory.CreateDirectory(_path);
+        var dbOptions = new DbOptions()
+            .SetCreateIfMissing(true)
+            .SetCreateMissingColumnFamilies(true)
+            .SetParanoidChecks(true);
+        Native.Instance.rocksdb_options_set_max_background_jobs(dbOptions.Handle, _options.MaxBackgroundJobs);
+
+        var families = new ColumnFamilies(AuxFamilyOptions())
+        {
+            { DataFamily, DataFamilyOptions() },
+            { MetaFamily, AuxFamilyOptions() },
+            { TtlFamily, AuxFamilyOptions() },
+        };
+        try
+        {
+            _db = RocksDb.Open(dbOptions, _path, families);
+        }
+        catch (RocksDbException ex)
+        {
+            var hint = ex.Message.Contains("lock", StringComparison.OrdinalIgnoreCase)
+                ? " Another process (or another open state machine) is using this directory; stop it or choose another data directory."
+                : " Check that the directory is readable, writable and holds a DEngine database.";
+            throw new DEngineException(DEngineErrorCode.StorageFailure, $"Cannot open the database at '{_path}': {ex.Message}.{hint}", PartitionId, inner: ex);
+        }
+        _data = _db.GetColumnFamily(DataFamily);
+        _meta = _db.GetColumnFamily(MetaFamily);
+        _ttl = _db.GetColumnFamily(TtlFamily);
+        var position = new LogPosition(
+            ReadU64(_db.Get(LastAppliedIndexKey, _meta)),
+            ReadU64(_db.Get(LastAppliedTermKey, _meta)));
+        WritePosition(position);
+        // What RocksDB recovered on open is what the WAL held on disk.
+        Volatile.Write(ref _durableIndex, position.Index);
+        var meta = _db.Get(SnapshotMetadataKey, _meta);
+        Volatile.Write(ref _snapshotMetadata, meta is null ? null : Protos.Storage.SnapshotMetadata.Parser.ParseFrom(meta));
+    }
+
+    private ColumnFamilyOptions DataFamilyOptions()
+    {
+        var table = new BlockBasedTableOptions()
+            .SetBlockCache(_blockCache)
+            .SetFilterPolicy(BloomFilterPolicy.Create(10, false))
+            .SetFormatVersion(5);
+        var options = new ColumnFamilyOptions()
+            .SetWriteBufferSize(_options.WriteBufferSize)
+            .SetMaxWriteBufferNumber(_options.MaxWriteBufferNumber)
+            .SetMinWriteBufferNumberToMerge(_options.MinWriteBufferNumberToMerge)
+            .SetTargetFileSizeBase(_options.TargetFileSizeBase)
+            .SetMaxBytesForLevelBase(_options.MaxBytesForLevelBase)
+            .SetLevelCompactionDynamicLevelBytes(_options.LevelCompactionDynamicLevelBytes)
+            .SetBlockBasedTableFactory(table);
+        if (_options.Compression)
+        {
+            options.SetCompression(Compression.Lz4);
+            Native.Instance.rocksdb_options_set_bottommost_compression(options.Handle, (int)Compression.Zstd);
+        }
+        return options;
+    }
+
+    private ColumnFamilyOptions AuxFamilyOptions() =>
+        new ColumnFamilyOptions()
+            .SetWriteBufferSize(_options.AuxWriteBufferSize)
+            .SetBlockBasedTableFactory(new BlockBasedTableOptions().SetBlockCache(_blockCache));
+
+    private void Close()
+    {
+        _db?.Dispose();
+        _db = null;
+    }
+
+    private LogPosition ReadPosition()
+    {
+        lock (_positionLock)
+        {
+            return _lastApplied;
+        }
+    }
+
+    private readonly Lock _positionLock = new();
+
+    private void WritePosition(LogPosition position)
+    {
+        lock (_positionLock)
+        {
+            _lastApplied = position;
+        }
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (_db is null)
+        {
+            throw new DEngineException(DEngineErrorCode.NotServing, "The state machine is closed. Open a new one on its directory.", PartitionId);
+        }
+    }
+
+    private UseScope EnterUse()
+    {
+        _lifecycle.EnterReadLock();
+        if (_db is null)
+        {
+            _lifecycle.ExitReadLock();
+            ThrowIfClosed();
+        }
+        return new UseScope(_lifecycle);
+    }
+
+    private UseScope EnterServing()
+    {
+        var scope = EnterUse();
+        if (!_serving)
+        {
+            scope.Dispose();
+            throw new DEngineException(DEngineErrorCode.NotServing, "The state machine is not serving (stopped or installing a snapshot). Retry shortly.", PartitionId);
+        }
+        return scope;
+    }
+
+    private readonly struct UseScope(ReaderWriterLockSlim gate) : IDisposable
+    {
+        public void Dispose() => gate.ExitReadLock();
+    }
+
+    internal static byte[] U64(ulong value)
+    {
+        var bytes = new byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(bytes, value);
+        return bytes;
+    }
+
+    private static ulong ReadU64(byte[]? bytes) => bytes is { Length: 8 } ? BinaryPrimitives.ReadUInt64BigEndian(bytes) : 0;
+}

@@ -1,0 +1,85 @@
+namespace DEngine.StateMachine;
+
+/// <summary>
+/// Options of <see cref="RocksDbStateMachine"/>. The RocksDB defaults are d-engine's tuning for its
+/// state-machine column family; each can be overridden.
+/// </summary>
+public sealed class RocksDbStateMachineOptions
+{
+    /// <summary>Partition id, used in errors and metrics.</summary>
+    public int PartitionId { get; set; }
+
+    /// <summary>When writes are on stable storage. Default <see cref="DurabilityMode.Synced"/>.</summary>
+    public DurabilityMode Durability { get; set; } = DurabilityMode.Synced;
+
+    /// <summary>Largest key accepted, in bytes. Default 4 KiB.</summary>
+    public int MaxKeyBytes { get; set; } = 4 * 1024;
+
+    /// <summary>Largest value accepted, in bytes. Default 1 MiB.</summary>
+    public int MaxValueBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Clock for TTL decisions of unstamped commands and for reads. Tests pass a fake.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>Write buffer (memtable) size of the data column family. Default 128 MiB.</summary>
+    public ulong WriteBufferSize { get; set; } = 128UL << 20;
+
+    /// <summary>Memtables kept per column family. Default 4.</summary>
+    public int MaxWriteBufferNumber { get; set; } = 4;
+
+    /// <summary>Memtables merged in one flush. Default 2.</summary>
+    public int MinWriteBufferNumberToMerge { get; set; } = 2;
+
+    /// <summary>Background flush and compaction jobs. Default 4.</summary>
+    public int MaxBackgroundJobs { get; set; } = 4;
+
+    /// <summary>Target SST file size. Default 64 MiB.</summary>
+    public ulong TargetFileSizeBase { get; set; } = 64UL << 20;
+
+    /// <summary>Bytes of level 1 (base level). Default 256 MiB.</summary>
+    public ulong MaxBytesForLevelBase { get; set; } = 256UL << 20;
+
+    /// <summary>RocksDB's dynamic level sizing. Default true.</summary>
+    public bool LevelCompactionDynamicLevelBytes { get; set; } = true;
+
+    /// <summary>LZ4 for most levels, Zstd for the bottommost (d-engine's choice). Default true.</summary>
+    public bool Compression { get; set; } = true;
+
+    /// <summary>Block cache size when no shared cache is given. Default 128 MiB.</summary>
+    public ulong BlockCacheBytes { get; set; } = 128UL << 20;
+
+    /// <summary>
+    /// A block cache shared by every partition of a process; null = each state machine creates one of
+    /// <see cref="BlockCacheBytes"/>.
+    /// </summary>
+    public RocksDbSharp.Cache? SharedBlockCache { get; set; }
+
+    /// <summary>Write buffer of the small metadata and TTL-index column families. Default 4 MiB.</summary>
+    public ulong AuxWriteBufferSize { get; set; } = 4UL << 20;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
+    public void Validate()
+    {
+        if (MaxKeyBytes < 1)
+        {
+            throw new ArgumentException($"{nameof(MaxKeyBytes)} must be at least 1 (was {MaxKeyBytes}).", nameof(MaxKeyBytes));
+        }
+        if (MaxValueBytes < 0)
+        {
+            throw new ArgumentException($"{nameof(MaxValueBytes)} must not be negative (was {MaxValueBytes}).", nameof(MaxValueBytes));
+        }
+        if (WriteBufferSize < (1UL << 20))
+        {
+            throw new ArgumentException($"{nameof(WriteBufferSize)} must be at least 1 MiB (was {WriteBufferSize}).", nameof(WriteBufferSize));
+        }
+        if (MaxWriteBufferNumber < 2 || MinWriteBufferNumberToMerge < 1 || MinWriteBufferNumberToMerge >= MaxWriteBufferNumber)
+        {
+            throw new ArgumentException($"{nameof(MaxWriteBufferNumber)} must be at least 2 and above {nameof(MinWriteBufferNumberToMerge)} (>= 1).", nameof(MaxWriteBufferNumber));
+        }
+        if (MaxBackgroundJobs < 1)
+        {
+            throw new ArgumentException($"{nameof(MaxBackgroundJobs)} must be at least 1.", nameof(MaxBackgroundJobs));
+        }
+        ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+    }
+}
