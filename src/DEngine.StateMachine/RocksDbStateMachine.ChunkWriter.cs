@@ -47,7 +47,7 @@ public sealed partial class RocksDbStateMachine
             {
                 // The sequencer's stamp makes replay deterministic; an unstamped command (from an
                 // external log) falls back to the apply-time clock.
-                expiry = insert.ExpiresAtUnixMs != 0 ? insert.ExpiresAtUnixMs : StoredValue.ExpiryFrom(machine.NowUnixMs, insert.TtlSecs);
+                expiry = insert.ExpiresAtUnixMs != 0 ? insert.ExpiresAtUnixMs : TtlClock.ExpiryFrom(machine.NowUnixMs, insert.TtlSecs);
             }
             Put(insert.Key.Span, insert.Value.Span, expiry);
         }

@@ -75,7 +75,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <inheritdoc />
     public SnapshotMetadata? SnapshotMetadata => Volatile.Read(ref _snapshotMetadata);
 
-    private ulong NowUnixMs => (ulong)Math.Max(0, _options.TimeProvider.GetUtcNow().ToUnixTimeMilliseconds());
+    private ulong NowUnixMs => TtlClock.NowUnixMs(_options.TimeProvider);
 
     /// <inheritdoc />
     public void Start()

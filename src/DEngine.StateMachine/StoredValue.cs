@@ -55,14 +55,4 @@ internal static class StoredValue
         key.CopyTo(k.AsSpan(8));
         return k;
     }
-
-    /// <summary>now + ttl seconds, saturating at <see cref="ulong.MaxValue"/> instead of overflowing.</summary>
-    public static ulong ExpiryFrom(ulong nowUnixMs, ulong ttlSecs)
-    {
-        if (ttlSecs > (ulong.MaxValue - nowUnixMs) / 1000)
-        {
-            return ulong.MaxValue;
-        }
-        return nowUnixMs + ttlSecs * 1000;
-    }
 }

@@ -1,0 +1,183 @@
+using DEngine.Orleans;
+
+namespace DEngine.Client;
+
+/// <summary>
+/// The client of a DEngine cluster: routes each key to its partition grain (see
+/// <see cref="KeyRouting"/>), fans multi-key operations out per partition, retries retryable errors
+/// with a bounded exponential backoff and throws <see cref="DEngineException"/> otherwise.
+/// Thread-safe; create one per application.
+/// </summary>
+public sealed class DEngineClient
+{
+    private readonly IGrainFactory _grains;
+    private readonly DEngineClientOptions _options;
+    private Task<int>? _partitions;
+
+    /// <summary>Creates a client over an Orleans grain factory (an <c>IClusterClient</c>, or a silo's own factory).</summary>
+    public DEngineClient(IGrainFactory grains, DEngineClientOptions? options = null)
+    {
+        _grains = grains ?? throw new ArgumentNullException(nameof(grains));
+        _options = options ?? new DEngineClientOptions();
+    }
+
+    /// <summary>The cluster's partition count, read from the cluster once and cached.</summary>
+    public Task<int> GetPartitionCountAsync()
+    {
+        var known = _partitions;
+        if (known is { IsCompletedSuccessfully: true })
+        {
+            return known;
+        }
+        return _partitions = FetchPartitionCountAsync();
+    }
+
+    private async Task<int> FetchPartitionCountAsync()
+    {
+        var info = await _grains.GetGrain<IClusterInfoGrain>(0).GetInfo();
+        return info.Partitions;
+    }
+
+    /// <summary>The partition that holds <paramref name="key"/>.</summary>
+    public async Task<int> PartitionOfAsync(byte[] key)
+    {
+        var partitions = await GetPartitionCountAsync();
+        return KeyRouting.PartitionOf(key, partitions);
+    }
+
+    /// <summary>Stores a value; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns once durable.</summary>
+    public async Task PutAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default)
+    {
+        var grain = await GrainForAsync(key);
+        await RetryAsync(() => grain.Put(key, value, ttlSeconds), cancellationToken);
+    }
+
+    /// <summary>The value of <paramref name="key"/>, or null when absent.</summary>
+    public async Task<byte[]?> GetAsync(byte[] key, CancellationToken cancellationToken = default)
+    {
+        var grain = await GrainForAsync(key);
+        return await RetryAsync(() => grain.Get(key), cancellationToken);
+    }
+
+    /// <summary>Deletes <paramref name="key"/>; deleting an absent key is not an error.</summary>
+    public async Task DeleteAsync(byte[] key, CancellationToken cancellationToken = default)
+    {
+        var grain = await GrainForAsync(key);
+        await RetryAsync(() => grain.Delete(key), cancellationToken);
+    }
+
+    /// <summary>Writes <paramref name="newValue"/> if the value equals <paramref name="expected"/> (null = absent). Returns whether it did.</summary>
+    public async Task<bool> CompareAndSwapAsync(byte[] key, byte[]? expected, byte[] newValue, CancellationToken cancellationToken = default)
+    {
+        var grain = await GrainForAsync(key);
+        return await RetryAsync(() => grain.CompareAndSwap(key, expected, newValue), cancellationToken);
+    }
+
+    /// <summary>The TTL state of <paramref name="key"/>.</summary>
+    public async Task<KeyTtl> GetTtlAsync(byte[] key, CancellationToken cancellationToken = default)
+    {
+        var grain = await GrainForAsync(key);
+        return await RetryAsync(() => grain.GetTtl(key), cancellationToken);
+    }
+
+    /// <summary>Values of <paramref name="keys"/> in request order (null = absent); one consistent read per partition.</summary>
+    public async Task<IReadOnlyList<byte[]?>> GetMultiAsync(IReadOnlyList<byte[]> keys, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        var partitions = await GetPartitionCountAsync();
+        var byPartition = new Dictionary<int, List<int>>();
+        for (var i = 0; i < keys.Count; i++)
+        {
+            var p = KeyRouting.PartitionOf(keys[i], partitions);
+            if (!byPartition.TryGetValue(p, out var positions))
+            {
+                byPartition[p] = positions = [];
+            }
+            positions.Add(i);
+        }
+        var results = new byte[]?[keys.Count];
+        await Task.WhenAll(byPartition.Select(async pair =>
+        {
+            var partKeys = pair.Value.Select(i => keys[i]).ToArray();
+            var grain = _grains.GetGrain<IStateMachineGrain>(pair.Key);
+            var values = await RetryAsync(() => grain.GetMulti(partKeys), cancellationToken);
+            for (var j = 0; j < values.Length; j++)
+            {
+                results[pair.Value[j]] = values[j];
+            }
+        }));
+        return results;
+    }
+
+    /// <summary>Every live entry whose key starts with <paramref name="prefix"/>, merged across partitions in key order.</summary>
+    public async Task<ClusterScanResult> ScanPrefixAsync(byte[] prefix, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        var partitions = await GetPartitionCountAsync();
+        var scans = await Task.WhenAll(Enumerable.Range(0, partitions).Select(p =>
+        {
+            var grain = _grains.GetGrain<IStateMachineGrain>(p);
+            return RetryAsync(() => grain.ScanPrefix(prefix), cancellationToken);
+        }));
+        var entries = new List<KeyValuePair<byte[], byte[]>>();
+        var revisions = new ulong[partitions];
+        for (var p = 0; p < scans.Length; p++)
+        {
+            revisions[p] = scans[p].Revision;
+            foreach (var e in scans[p].Entries)
+            {
+                entries.Add(new(e.Key.ToByteArray(), e.Value.ToByteArray()));
+            }
+        }
+        entries.Sort(static (a, b) => a.Key.AsSpan().SequenceCompareTo(b.Key));
+        return new ClusterScanResult(entries, revisions);
+    }
+
+    /// <summary>Status of every partition, in partition order.</summary>
+    public async Task<IReadOnlyList<PartitionStatus>> GetStatusAsync(CancellationToken cancellationToken = default)
+    {
+        var partitions = await GetPartitionCountAsync();
+        return await Task.WhenAll(Enumerable.Range(0, partitions).Select(p =>
+        {
+            var grain = _grains.GetGrain<IStateMachineGrain>(p);
+            return RetryAsync(() => grain.GetStatus(), cancellationToken);
+        }));
+    }
+
+    private async Task<IStateMachineGrain> GrainForAsync(byte[] key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        if (key.Length == 0)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty.");
+        }
+        var partitions = await GetPartitionCountAsync();
+        var partition = KeyRouting.PartitionOf(key, partitions);
+        return _grains.GetGrain<IStateMachineGrain>(partition);
+    }
+
+    // Only DEngine's retryable errors are retried: they guarantee the request was not applied, so
+    // retrying even a CAS is safe. Transport errors are thrown as they are, because a write may
+    // have been applied before the connection failed.
+    private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    {
+        var delay = _options.InitialBackoff;
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return await call();
+            }
+            catch (DEngineException ex) when (ex.IsRetryable && attempt < _options.MaxRetries)
+            {
+                await Task.Delay(delay, _options.TimeProvider, cancellationToken);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
+            }
+        }
+    }
+}
+
+/// <summary>The result of a prefix scan across all partitions.</summary>
+/// <param name="Entries">Matching entries in key order.</param>
+/// <param name="Revisions">Per partition, the applied index its part was read at.</param>
+public sealed record ClusterScanResult(IReadOnlyList<KeyValuePair<byte[], byte[]>> Entries, IReadOnlyList<ulong> Revisions);

@@ -1,0 +1,59 @@
+using DEngine.Protos.Client;
+using DEngine.Protos.Common;
+using Orleans;
+using Orleans.Concurrency;
+
+namespace DEngine.Orleans;
+
+/// <summary>
+/// One partition of the key-value state machine. The grain key is the partition id
+/// (0 .. partitions-1). The grain is the partition's sequencer: client writes become log entries
+/// with the next index and the activation's epoch as term, applied strictly in order and
+/// acknowledged only once durable. Concurrent writes are committed together (group commit).
+/// Reads never return a value whose write is not yet durable, nor an expired value.
+/// </summary>
+/// <remarks>Errors are <see cref="DEngineException"/>s; NotServing and PartitionUnavailable are retryable.</remarks>
+public interface IStateMachineGrain : IGrainWithIntegerKey
+{
+    /// <summary>
+    /// Applies ready-made entries from an external log as one atomic chunk (d-engine's apply_chunk).
+    /// Returns one outcome per entry, in order. Redelivered entries are skipped and reported; a gap,
+    /// a non-increasing index or a malformed entry rejects the whole chunk.
+    /// </summary>
+    Task<EntryOutcome[]> ApplyChunk([Immutable] Entry[] entries);
+
+    /// <summary>Stores <paramref name="value"/> under <paramref name="key"/>; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns the log index of the write.</summary>
+    [AlwaysInterleave]
+    Task<ulong> Put([Immutable] byte[] key, [Immutable] byte[] value, ulong ttlSeconds);
+
+    /// <summary>Deletes <paramref name="key"/> (absent keys are fine). Returns the log index of the write.</summary>
+    [AlwaysInterleave]
+    Task<ulong> Delete([Immutable] byte[] key);
+
+    /// <summary>
+    /// Writes <paramref name="newValue"/> if the current value equals <paramref name="expected"/>
+    /// (null = the key must be absent). Returns whether it matched. The new value has no TTL.
+    /// </summary>
+    [AlwaysInterleave]
+    Task<bool> CompareAndSwap([Immutable] byte[] key, [Immutable] byte[]? expected, [Immutable] byte[] newValue);
+
+    /// <summary>The value of <paramref name="key"/>, or null when absent or expired.</summary>
+    [ReadOnly]
+    Task<byte[]?> Get([Immutable] byte[] key);
+
+    /// <summary>The values of <paramref name="keys"/> in request order (null = absent), from one consistent state.</summary>
+    [ReadOnly]
+    Task<byte[]?[]> GetMulti([Immutable] byte[][] keys);
+
+    /// <summary>Live entries whose key starts with <paramref name="prefix"/>, in key order, and the revision (applied index) read at.</summary>
+    [ReadOnly]
+    Task<ScanResponse> ScanPrefix([Immutable] byte[] prefix);
+
+    /// <summary>The TTL state of <paramref name="key"/>.</summary>
+    [ReadOnly]
+    Task<KeyTtl> GetTtl([Immutable] byte[] key);
+
+    /// <summary>Applied position, epoch, hosting silo, estimated key count and latest snapshot.</summary>
+    [ReadOnly]
+    Task<PartitionStatus> GetStatus();
+}

@@ -1,0 +1,100 @@
+using DEngine.StateMachine;
+
+namespace DEngine.Orleans;
+
+/// <summary>
+/// Silo-side options of DEngine, bound from the configuration section <c>DEngine</c> and validated
+/// at start-up.
+/// </summary>
+public sealed class DEngineOptions
+{
+    /// <summary>The configuration section these options bind from.</summary>
+    public const string SectionName = "DEngine";
+
+    /// <summary>Directory holding this silo's partitions (<c>{DataRoot}/partitions/{p}/</c>). Default <c>./data</c>.</summary>
+    public string DataRoot { get; set; } = "data";
+
+    /// <summary>Number of partitions of the cluster (fixed for its lifetime). Default 16.</summary>
+    public int Partitions { get; set; } = 16;
+
+    /// <summary>When writes are durable. Default Synced: acknowledged only after fsync.</summary>
+    public DurabilityMode Durability { get; set; } = DurabilityMode.Synced;
+
+    /// <summary>Largest key, bytes. Default 4096.</summary>
+    public int MaxKeyBytes { get; set; } = 4 * 1024;
+
+    /// <summary>Largest value, bytes. Default 1 MiB.</summary>
+    public int MaxValueBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Most client writes committed in one chunk. Default 4096.</summary>
+    public int MaxChunkEntries { get; set; } = 4096;
+
+    /// <summary>Block cache shared by all partitions of the silo, MiB. Default 256.</summary>
+    public int BlockCacheMiB { get; set; } = 256;
+
+    /// <summary>Memtable size of each partition's data column family, MiB. Default 64.</summary>
+    public int WriteBufferMiB { get; set; } = 64;
+
+    /// <summary>
+    /// Stable identity of this silo for partition ownership (survives restarts, unlike the silo
+    /// address). Default: the Orleans silo name.
+    /// </summary>
+    public string? SiloIdentity { get; set; }
+
+    /// <summary>TTL (lease) settings.</summary>
+    public LeaseOptions Lease { get; set; } = new();
+
+    /// <summary>Returns the first problem as "Key: message", or null when valid.</summary>
+    public string? Validate()
+    {
+        if (string.IsNullOrWhiteSpace(DataRoot))
+        {
+            return $"{SectionName}:{nameof(DataRoot)} must name a directory.";
+        }
+        if (Partitions is < 1 or > 4096)
+        {
+            return $"{SectionName}:{nameof(Partitions)} must be between 1 and 4096 (was {Partitions}).";
+        }
+        if (!Enum.IsDefined(Durability))
+        {
+            return $"{SectionName}:{nameof(Durability)} must be Synced or Relaxed (was {Durability}).";
+        }
+        if (MaxKeyBytes is < 1 or > 64 * 1024)
+        {
+            return $"{SectionName}:{nameof(MaxKeyBytes)} must be between 1 and 65536 (was {MaxKeyBytes}).";
+        }
+        if (MaxValueBytes is < 0 or > 16 * 1024 * 1024)
+        {
+            return $"{SectionName}:{nameof(MaxValueBytes)} must be between 0 and 16777216 (was {MaxValueBytes}).";
+        }
+        if (MaxChunkEntries is < 1 or > 100_000)
+        {
+            return $"{SectionName}:{nameof(MaxChunkEntries)} must be between 1 and 100000 (was {MaxChunkEntries}).";
+        }
+        if (BlockCacheMiB < 1)
+        {
+            return $"{SectionName}:{nameof(BlockCacheMiB)} must be at least 1 (was {BlockCacheMiB}).";
+        }
+        if (WriteBufferMiB is < 1 or > 1024)
+        {
+            return $"{SectionName}:{nameof(WriteBufferMiB)} must be between 1 and 1024 (was {WriteBufferMiB}).";
+        }
+        return Lease.Validate();
+    }
+}
+
+/// <summary>TTL settings (section <c>DEngine:Lease</c>).</summary>
+public sealed class LeaseOptions
+{
+    /// <summary>Whether writes may carry a TTL. When false a TTL write fails with FeatureNotEnabled before it is sequenced. Default true.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Most keys one cleanup command deletes. Default 1000.</summary>
+    public int MaxKeysPerRound { get; set; } = 1000;
+
+    /// <summary>Returns the first problem, or null.</summary>
+    public string? Validate() =>
+        MaxKeysPerRound is < 1 or > 100_000
+            ? $"{DEngineOptions.SectionName}:Lease:{nameof(MaxKeysPerRound)} must be between 1 and 100000 (was {MaxKeysPerRound})."
+            : null;
+}

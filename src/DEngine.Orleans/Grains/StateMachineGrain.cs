@@ -1,0 +1,447 @@
+using DEngine.Orleans.Diagnostics;
+using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Placement;
+using DEngine.Orleans.Storage;
+using DEngine.Protos.Client;
+using DEngine.Protos.Common;
+using DEngine.StateMachine;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans;
+using Orleans.Concurrency;
+using Orleans.Runtime;
+
+namespace DEngine.Orleans.Grains;
+
+/// <summary>Internal entry point of the partition grain's serial apply loop.</summary>
+public interface IPartitionApplyLoop : IGrainWithIntegerKey
+{
+    /// <summary>Applies the queued client writes as the next chunk. The grain sends it to itself.</summary>
+    [OneWay]
+    Task Drain();
+}
+
+/// <summary>
+/// One partition: owns its RocksDB engine and sequences client writes into chunks.
+/// </summary>
+/// <remarks>
+/// Not reentrant. Client writes enter through <c>[AlwaysInterleave]</c> methods that only validate
+/// and queue; <see cref="Drain"/> (a normal, serial request the grain sends itself) turns the queue
+/// into one chunk — index = applied + 1, term = this activation's epoch — and writes it without
+/// fsync, then hands the acknowledgement to the silo's <see cref="WalSyncLoop"/>, so the next
+/// writes gather into the next chunk while this one is being synced (group commit). Reads are
+/// <c>[ReadOnly]</c>: they never run during a write, and wait for the sync of anything applied.
+/// </remarks>
+[DataAffinityPlacement]
+public sealed partial class StateMachineGrain(
+    IOptions<DEngineOptions> options,
+    PartitionStore store,
+    WalSyncLoop syncLoop,
+    DEngineMetrics metrics,
+    ILocalSiloDetails silo,
+    ILogger<StateMachineGrain> logger)
+    : Grain, IStateMachineGrain, IPartitionApplyLoop
+{
+    private readonly DEngineOptions _options = options.Value;
+    private readonly List<PendingWrite> _queue = [];
+    private int _partition;
+    private RocksDbStateMachine? _engine;
+    private DEngineException? _unavailable;
+    private ulong _epoch;
+    private string _identity = "";
+    private bool _drainScheduled;
+    private Task _lastSync = Task.CompletedTask;
+    private long _chunks;
+    private long _writes;
+
+    /// <inheritdoc />
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _partition = (int)this.GetPrimaryKeyLong();
+        _identity = _options.SiloIdentity ?? silo.Name;
+        if (_partition < 0 || _partition >= _options.Partitions)
+        {
+            _unavailable = new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {_partition} does not exist: the cluster has partitions 0..{_options.Partitions - 1}.", _partition);
+            DeactivateOnIdle();
+            return;
+        }
+        var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
+        var record = await owner.Get();
+        if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
+        {
+            Unavailable($"its data is on silo '{record.OwnerSilo}', which is not reachable from here. Retry; it serves again when that silo is back.");
+            return;
+        }
+        try
+        {
+            _engine = await Task.Run(() => store.Open(_partition), cancellationToken);
+        }
+        catch (DEngineException ex)
+        {
+            // Typically the previous activation on this silo still holds the RocksDB lock.
+            Unavailable($"its database could not be opened ({ex.Detail}). Retry shortly.");
+            return;
+        }
+        record = await owner.Claim(_identity, _engine.LastApplied.Term + 1);
+        if (record.OwnerSilo != _identity)
+        {
+            await CloseEngineAsync();
+            Unavailable($"silo '{record.OwnerSilo}' claimed it first. Retry.");
+            return;
+        }
+        _epoch = record.Epoch;
+        LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
+    }
+
+    /// <inheritdoc />
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        if (_engine is null)
+        {
+            return;
+        }
+        // Nothing queued is lost: apply what is left, wait for its sync, then close flushed.
+        while (_queue.Count > 0)
+        {
+            DrainOnce();
+        }
+        try
+        {
+            await _lastSync;
+        }
+        catch (Exception)
+        {
+            // Already reported to the writers that were waiting for it.
+        }
+        await CloseEngineAsync();
+        LogDeactivated(_partition, reason.Description);
+    }
+
+    private async Task CloseEngineAsync()
+    {
+        var engine = _engine;
+        _engine = null;
+        if (engine is not null)
+        {
+            await Task.Run(() =>
+            {
+                try
+                {
+                    engine.Flush();
+                }
+                finally
+                {
+                    engine.Dispose();
+                }
+            });
+        }
+    }
+
+    private void Unavailable(string why)
+    {
+        _unavailable = new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is unavailable on silo '{_identity}': {why}", _partition);
+        DeactivateOnIdle();
+    }
+
+    private RocksDbStateMachine Serving()
+    {
+        if (_unavailable is not null)
+        {
+            throw _unavailable;
+        }
+        return _engine ?? throw new DEngineException(DEngineErrorCode.NotServing, "The partition is closing. Retry.", _partition);
+    }
+
+    // ------------------------------------------------------------ writes (interleaving: they only queue)
+
+    /// <inheritdoc />
+    public async Task<ulong> Put(byte[] key, byte[] value, ulong ttlSeconds)
+    {
+        Serving();
+        ValidateKey(key);
+        ValidateValue(value);
+        var insert = new WriteCommand.Types.Insert
+        {
+            Key = UnsafeByteOperations.UnsafeWrap(key),
+            Value = UnsafeByteOperations.UnsafeWrap(value),
+        };
+        if (ttlSeconds > 0)
+        {
+            if (!_options.Lease.Enabled)
+            {
+                throw new DEngineException(DEngineErrorCode.FeatureNotEnabled, "This cluster has TTLs switched off (DEngine:Lease:Enabled=false). Write without a TTL or enable the feature.", _partition);
+            }
+            insert.TtlSecs = ttlSeconds;
+            // Stamping the absolute expiry here makes every replay of the entry expire at the same instant.
+            insert.ExpiresAtUnixMs = TtlClock.ExpiryFrom(TtlClock.NowUnixMs(store.Time), ttlSeconds);
+        }
+        var result = await Enqueue(new WriteCommand { Insert = insert });
+        return result.Index;
+    }
+
+    /// <inheritdoc />
+    public async Task<ulong> Delete(byte[] key)
+    {
+        Serving();
+        ValidateKey(key);
+        var result = await Enqueue(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
+        return result.Index;
+    }
+
+    /// <inheritdoc />
+    public async Task<bool> CompareAndSwap(byte[] key, byte[]? expected, byte[] newValue)
+    {
+        Serving();
+        ValidateKey(key);
+        ValidateValue(newValue);
+        var cas = new WriteCommand.Types.CompareAndSwap
+        {
+            Key = UnsafeByteOperations.UnsafeWrap(key),
+            NewValue = UnsafeByteOperations.UnsafeWrap(newValue),
+            AsOfUnixMs = TtlClock.NowUnixMs(store.Time),
+        };
+        if (expected is not null)
+        {
+            ValidateValue(expected);
+            cas.ExpectedValue = UnsafeByteOperations.UnsafeWrap(expected);
+        }
+        var result = await Enqueue(new WriteCommand { CompareAndSwap = cas });
+        return result.Status == ApplyStatus.Applied;
+    }
+
+    private Task<ApplyResult> Enqueue(WriteCommand command)
+    {
+        var pending = new PendingWrite(command);
+        _queue.Add(pending);
+        if (!_drainScheduled)
+        {
+            _drainScheduled = true;
+            this.AsReference<IPartitionApplyLoop>().Drain();
+        }
+        return pending.Done.Task;
+    }
+
+    private void ValidateKey(byte[] key)
+    {
+        if (key is null || key.Length == 0)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty.", _partition);
+        }
+        if (key.Length > _options.MaxKeyBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A key of {key.Length} bytes exceeds the limit of {_options.MaxKeyBytes} bytes (DEngine:MaxKeyBytes).", _partition);
+        }
+    }
+
+    private void ValidateValue(byte[] value)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if (value.Length > _options.MaxValueBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A value of {value.Length} bytes exceeds the limit of {_options.MaxValueBytes} bytes (DEngine:MaxValueBytes).", _partition);
+        }
+    }
+
+    // ------------------------------------------------------------ the serial apply loop
+
+    /// <inheritdoc />
+    public Task Drain()
+    {
+        _drainScheduled = false;
+        if (_engine is null || _queue.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+        DrainOnce();
+        if (_queue.Count > 0 && !_drainScheduled)
+        {
+            _drainScheduled = true;
+            this.AsReference<IPartitionApplyLoop>().Drain();
+        }
+        return Task.CompletedTask;
+    }
+
+    private void DrainOnce()
+    {
+        var engine = _engine!;
+        var count = Math.Min(_queue.Count, _options.MaxChunkEntries);
+        var batch = _queue.GetRange(0, count);
+        _queue.RemoveRange(0, count);
+
+        var next = engine.LastApplied.Index + 1;
+        var entries = new ApplyEntry[count];
+        for (var i = 0; i < count; i++)
+        {
+            entries[i] = new ApplyEntry(next + (ulong)i, _epoch, batch[i].Command);
+        }
+        IReadOnlyList<ApplyResult> results;
+        try
+        {
+            results = engine.ApplyCommands(entries, ApplyDurability.Deferred);
+        }
+        catch (Exception ex)
+        {
+            var error = ex as DEngineException ?? new DEngineException(DEngineErrorCode.StorageFailure, $"Applying a chunk failed: {ex.Message}", _partition, next, ex);
+            foreach (var pending in batch)
+            {
+                pending.Done.TrySetException(error);
+            }
+            return;
+        }
+        _chunks++;
+        _writes += count;
+        metrics.ChunkApplied(_partition, count);
+
+        // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
+        var durable = syncLoop.WhenDurable(engine, entries[^1].Index);
+        _lastSync = durable;
+        durable.ContinueWith(
+            static (task, state) =>
+            {
+                var (writes, outcomes) = ((List<PendingWrite>, IReadOnlyList<ApplyResult>))state!;
+                for (var i = 0; i < writes.Count; i++)
+                {
+                    if (task.IsCompletedSuccessfully)
+                    {
+                        writes[i].Done.TrySetResult(outcomes[i]);
+                    }
+                    else
+                    {
+                        writes[i].Done.TrySetException(task.Exception!.InnerException!);
+                    }
+                }
+            },
+            (batch, results),
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+    }
+
+    /// <inheritdoc />
+    public async Task<EntryOutcome[]> ApplyChunk(Entry[] entries)
+    {
+        var engine = Serving();
+        ArgumentNullException.ThrowIfNull(entries);
+        var decoded = EntryDecoder.Decode(entries, _partition);
+        var results = engine.ApplyCommands(decoded, ApplyDurability.Deferred);
+        var applied = 0;
+        foreach (var r in results)
+        {
+            applied += r.Status == ApplyStatus.AlreadyApplied ? 0 : 1;
+        }
+        if (applied > 0)
+        {
+            _chunks++;
+            _writes += applied;
+            metrics.ChunkApplied(_partition, applied);
+        }
+        var durable = syncLoop.WhenDurable(engine, engine.LastApplied.Index);
+        _lastSync = durable;
+        await durable;
+        var outcomes = new EntryOutcome[results.Count];
+        for (var i = 0; i < outcomes.Length; i++)
+        {
+            outcomes[i] = new EntryOutcome(results[i].Index, (EntryStatus)results[i].Status, results[i].KeysExpired);
+        }
+        return outcomes;
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// <summary>Waits until everything applied is durable, so a read never shows a write a crash could take back.</summary>
+    private async Task<RocksDbStateMachine> ReadableAsync()
+    {
+        var engine = Serving();
+        var applied = engine.LastApplied.Index;
+        if (engine.DurableIndex < applied)
+        {
+            await syncLoop.WhenDurable(engine, applied);
+        }
+        return engine;
+    }
+
+    /// <inheritdoc />
+    public async Task<byte[]?> Get(byte[] key)
+    {
+        ValidateKey(key);
+        var engine = await ReadableAsync();
+        return engine.Get(key);
+    }
+
+    /// <inheritdoc />
+    public async Task<byte[]?[]> GetMulti(byte[][] keys)
+    {
+        ArgumentNullException.ThrowIfNull(keys);
+        foreach (var key in keys)
+        {
+            ValidateKey(key);
+        }
+        var engine = await ReadableAsync();
+        var values = engine.GetMulti(keys);
+        return values as byte[]?[] ?? [.. values];
+    }
+
+    /// <inheritdoc />
+    public async Task<ScanResponse> ScanPrefix(byte[] prefix)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        var engine = await ReadableAsync();
+        var scan = engine.ScanPrefix(prefix);
+        var response = new ScanResponse { Revision = scan.Revision };
+        foreach (var entry in scan.Entries)
+        {
+            response.Entries.Add(new KvEntry { Key = UnsafeByteOperations.UnsafeWrap(entry.Key), Value = UnsafeByteOperations.UnsafeWrap(entry.Value) });
+        }
+        return response;
+    }
+
+    /// <inheritdoc />
+    public async Task<KeyTtl> GetTtl(byte[] key)
+    {
+        ValidateKey(key);
+        var engine = await ReadableAsync();
+        if (!engine.TryGetExpiry(key, out var expiry))
+        {
+            return new KeyTtl(false, null, null);
+        }
+        if (expiry is null)
+        {
+            return new KeyTtl(true, null, null);
+        }
+        var now = TtlClock.NowUnixMs(store.Time);
+        return new KeyTtl(true, expiry, (long)Math.Min(expiry.Value - now, (ulong)long.MaxValue));
+    }
+
+    /// <inheritdoc />
+    public Task<PartitionStatus> GetStatus()
+    {
+        var engine = Serving();
+        var applied = engine.LastApplied;
+        var snapshot = engine.SnapshotMetadata?.LastIncluded;
+        return Task.FromResult(new PartitionStatus(
+            _partition,
+            applied.Index,
+            applied.Term,
+            _epoch,
+            $"{_identity} ({silo.SiloAddress.Endpoint})",
+            engine.EstimatedCount,
+            snapshot?.Index,
+            snapshot?.Term,
+            _chunks,
+            _writes));
+    }
+
+    private sealed class PendingWrite(WriteCommand command)
+    {
+        public WriteCommand Command { get; } = command;
+
+        public TaskCompletionSource<ApplyResult> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated on {Silo} with epoch {Epoch} at applied index {Applied}.")]
+    private partial void LogActivated(int partition, string silo, ulong epoch, ulong applied);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} deactivated ({Reason}); its database is closed and flushed.")]
+    private partial void LogDeactivated(int partition, string reason);
+}

@@ -1,0 +1,56 @@
+using DEngine.Orleans.Diagnostics;
+using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Placement;
+using DEngine.Orleans.Serialization;
+using DEngine.Orleans.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Orleans.Hosting;
+using Orleans.Runtime.Placement;
+using Orleans.Runtime.Hosting;
+using Orleans.Storage;
+using Orleans.Serialization;
+
+namespace DEngine.Orleans.Hosting;
+
+/// <summary>Registers DEngine in an Orleans silo.</summary>
+public static class SiloBuilderExtensions
+{
+    /// <summary>
+    /// Adds partition grains, their placement, the WAL sync loop, protobuf serialization, metrics and
+    /// (unless one is configured already) in-memory storage for ownership records. Options bind from
+    /// the <c>DEngine</c> configuration section, then <paramref name="configure"/> runs; they are
+    /// validated when the silo starts, with a message naming the bad key.
+    /// </summary>
+    public static ISiloBuilder AddDEngine(this ISiloBuilder builder, Action<DEngineOptions>? configure = null)
+    {
+        var services = builder.Services;
+        var options = services.AddOptions<DEngineOptions>().BindConfiguration(DEngineOptions.SectionName);
+        if (configure is not null)
+        {
+            options.Configure(configure);
+        }
+        options.ValidateOnStart();
+        services.AddSingleton<IValidateOptions<DEngineOptions>, DEngineOptionsValidator>();
+
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton<PartitionStore>();
+        services.TryAddSingleton<WalSyncLoop>();
+        services.TryAddSingleton<DEngineMetrics>();
+        services.AddMetrics();
+        services.AddSerializer(s => s.AddDEngineSerializers());
+        services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();
+        if (!services.Any(d => d.ServiceKey as string == PartitionOwnerGrain.StorageName && d.ServiceType == typeof(IGrainStorage)))
+        {
+            builder.AddMemoryGrainStorage(PartitionOwnerGrain.StorageName);
+        }
+        return builder;
+    }
+
+    private sealed class DEngineOptionsValidator : IValidateOptions<DEngineOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, DEngineOptions options) =>
+            options.Validate() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
+    }
+}

@@ -1,0 +1,188 @@
+using System.Net;
+using DEngine.Orleans;
+using DEngine.Orleans.Hosting;
+using DEngine.Silo;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.Dashboard;
+using DEngine;
+
+// The DEngine silo host. Configuration, lowest to highest precedence: silo-config/appsettings.json,
+// silo-config/appsettings.{Environment}.json, environment variables, command line.
+
+SiloCommandLine parsed;
+try
+{
+    parsed = SiloCommandLine.Parse(args);
+}
+catch (ArgumentException ex)
+{
+    Console.Error.WriteLine($"error: {ex.Message}");
+    Console.Error.WriteLine("Run with --help for the options.");
+    return 2;
+}
+if (parsed.ShowHelp)
+{
+    Console.WriteLine(SiloCommandLine.Help);
+    return 0;
+}
+
+var configuration = new ConfigurationManager();
+configuration
+    .SetBasePath(Path.Combine(AppContext.BaseDirectory, "silo-config"))
+    .AddJsonFile("appsettings.json", optional: true)
+    .AddJsonFile($"appsettings.{parsed.Environment}.json", optional: true)
+    .AddEnvironmentVariables()
+    .AddCommandLine(parsed.ConfigurationArgs);
+
+SiloSettings settings;
+DEngineOptions engineOptions;
+try
+{
+    settings = SiloSettings.Load(configuration, parsed.Environment);
+    engineOptions = configuration.GetSection(DEngineOptions.SectionName).Get<DEngineOptions>() ?? new DEngineOptions();
+    if (engineOptions.Validate() is { } problem)
+    {
+        throw new InvalidOperationException(problem);
+    }
+}
+catch (InvalidOperationException ex)
+{
+    Console.Error.WriteLine($"error: invalid configuration: {ex.Message}");
+    return 2;
+}
+
+IHostApplicationBuilder builder;
+if (settings.DashboardEnabled)
+{
+    var web = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = parsed.Environment, ContentRootPath = AppContext.BaseDirectory });
+    web.WebHost.UseUrls($"http://{settings.DashboardHost}:{settings.DashboardPort}");
+    builder = web;
+}
+else
+{
+    builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { EnvironmentName = parsed.Environment, ContentRootPath = AppContext.BaseDirectory, DisableDefaults = false });
+}
+builder.Configuration.Sources.Clear();
+builder.Configuration.AddConfiguration(configuration);
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+
+builder.UseOrleans(silo =>
+{
+    silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary, settings.ServiceId, settings.ClusterId);
+    silo.Configure<SiloOptions>(o => o.SiloName = settings.Name);
+    silo.UseInMemoryReminderService();
+    silo.AddDEngine();
+    if (settings.DashboardEnabled)
+    {
+        silo.AddDashboard();
+    }
+});
+
+IHost host;
+if (builder is WebApplicationBuilder webBuilder)
+{
+    var app = webBuilder.Build();
+    app.MapOrleansDashboard();
+    host = app;
+}
+else
+{
+    host = ((HostApplicationBuilder)builder).Build();
+}
+
+var dataRoot = Path.GetFullPath(engineOptions.DataRoot);
+host.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStarted.Register(() =>
+{
+    Console.WriteLine($"DEngine silo ready: silo=127.0.0.1:{settings.SiloPort} gateway=127.0.0.1:{settings.GatewayPort} data={dataRoot} partitions={engineOptions.Partitions}");
+    if (settings.DashboardEnabled)
+    {
+        Console.WriteLine($"Dashboard: http://{settings.DashboardHost}:{settings.DashboardPort}/");
+    }
+});
+
+try
+{
+    await host.RunAsync();
+    return 0;
+}
+catch (OptionsValidationException ex)
+{
+    Console.Error.WriteLine($"error: invalid configuration: {string.Join("; ", ex.Failures)}");
+    return 2;
+}
+catch (Exception ex) when (ex is DEngineException or IOException or System.Net.Sockets.SocketException or Orleans.Runtime.OrleansException)
+{
+    Console.Error.WriteLine($"error: the silo stopped: {ex.Message}");
+    return 2;
+}
+
+namespace DEngine.Silo
+{
+    /// <summary>The silo's own settings (section <c>Silo</c> and <c>Dashboard</c>).</summary>
+    internal sealed record SiloSettings(
+        int SiloPort,
+        int GatewayPort,
+        IPEndPoint? Primary,
+        string Name,
+        string ClusterId,
+        string ServiceId,
+        bool DashboardEnabled,
+        string DashboardHost,
+        int DashboardPort)
+    {
+        public static SiloSettings Load(IConfiguration configuration, string environment)
+        {
+            var siloPort = Port(configuration, "Silo:SiloPort", 11111);
+            var gatewayPort = Port(configuration, "Silo:GatewayPort", 30000);
+            IPEndPoint? primary = null;
+            var primaryText = configuration["Silo:Primary"];
+            if (!string.IsNullOrWhiteSpace(primaryText))
+            {
+                if (!IPEndPoint.TryParse(primaryText.Replace("localhost", "127.0.0.1", StringComparison.OrdinalIgnoreCase), out primary) || primary.Port == 0)
+                {
+                    throw new InvalidOperationException($"Silo:Primary (--primary) must be HOST:PORT with an IP address, e.g. 127.0.0.1:11111 (was '{primaryText}').");
+                }
+            }
+            var dashboardText = configuration["Dashboard:Enabled"];
+            bool dashboard;
+            if (string.IsNullOrWhiteSpace(dashboardText))
+            {
+                dashboard = string.Equals(environment, "Development", StringComparison.OrdinalIgnoreCase);
+            }
+            else if (!bool.TryParse(dashboardText, out dashboard))
+            {
+                throw new InvalidOperationException($"Dashboard:Enabled must be true or false (was '{dashboardText}').");
+            }
+            return new SiloSettings(
+                siloPort,
+                gatewayPort,
+                primary,
+                configuration["Silo:Name"] is { Length: > 0 } name ? name : $"silo-{siloPort}",
+                configuration["Silo:ClusterId"] is { Length: > 0 } cluster ? cluster : "dengine",
+                configuration["Silo:ServiceId"] is { Length: > 0 } service ? service : "dengine",
+                dashboard,
+                configuration["Dashboard:Host"] is { Length: > 0 } host ? host : "127.0.0.1",
+                Port(configuration, "Dashboard:Port", 8080));
+        }
+
+        private static int Port(IConfiguration configuration, string key, int fallback)
+        {
+            var text = configuration[key];
+            if (string.IsNullOrWhiteSpace(text))
+            {
+                return fallback;
+            }
+            if (!int.TryParse(text, out var port) || port is < 1 or > 65535)
+            {
+                throw new InvalidOperationException($"{key} must be a port number between 1 and 65535 (was '{text}').");
+            }
+            return port;
+        }
+    }
+}
