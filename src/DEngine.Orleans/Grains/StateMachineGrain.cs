@@ -40,6 +40,7 @@ public sealed partial class StateMachineGrain(
     WalSyncLoop syncLoop,
     DEngineMetrics metrics,
     ILocalSiloDetails silo,
+    IClusterMembershipService membership,
     ILogger<StateMachineGrain> logger)
     : Grain, IStateMachineGrain, IPartitionApplyLoop
 {
@@ -50,6 +51,7 @@ public sealed partial class StateMachineGrain(
     private DEngineException? _unavailable;
     private ulong _epoch;
     private string _identity = "";
+    private string? _dataSilo;
     private bool _drainScheduled;
     private Task _lastSync = Task.CompletedTask;
     private long _chunks;
@@ -63,13 +65,13 @@ public sealed partial class StateMachineGrain(
         if (_partition < 0 || _partition >= _options.Partitions)
         {
             _unavailable = new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {_partition} does not exist: the cluster has partitions 0..{_options.Partitions - 1}.", _partition);
-            DeactivateOnIdle();
             return;
         }
         var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
         var record = await owner.Get();
         if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
         {
+            _dataSilo = record.OwnerSilo;
             Unavailable($"its data is on silo '{record.OwnerSilo}', which is not reachable from here. Retry; it serves again when that silo is back.");
             return;
         }
@@ -87,6 +89,7 @@ public sealed partial class StateMachineGrain(
         if (record.OwnerSilo != _identity)
         {
             await CloseEngineAsync();
+            _dataSilo = record.OwnerSilo;
             Unavailable($"silo '{record.OwnerSilo}' claimed it first. Retry.");
             return;
         }
@@ -138,16 +141,32 @@ public sealed partial class StateMachineGrain(
         }
     }
 
-    private void Unavailable(string why)
+    private bool IsActive(string siloIdentity)
     {
-        _unavailable = new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is unavailable on silo '{_identity}': {why}", _partition);
-        DeactivateOnIdle();
+        foreach (var member in membership.CurrentSnapshot.Members.Values)
+        {
+            if (member.Status == SiloStatus.Active && member.Name == siloIdentity)
+            {
+                return true;
+            }
+        }
+        return false;
     }
+
+    private void Unavailable(string why) =>
+        _unavailable = new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is unavailable on silo '{_identity}': {why}", _partition);
 
     private RocksDbStateMachine Serving()
     {
         if (_unavailable is not null)
         {
+            // Answer, and once the silo with the data is back, migrate there: migration asks the
+            // placement director again, which a plain deactivation would not (callers keep the
+            // cached address and the partition would be re-created here).
+            if (_unavailable.Code == DEngineErrorCode.PartitionUnavailable && _dataSilo is not null && IsActive(_dataSilo))
+            {
+                MigrateOnIdle();
+            }
             throw _unavailable;
         }
         return _engine ?? throw new DEngineException(DEngineErrorCode.NotServing, "The partition is closing. Retry.", _partition);
@@ -214,11 +233,7 @@ public sealed partial class StateMachineGrain(
     {
         var pending = new PendingWrite(command);
         _queue.Add(pending);
-        if (!_drainScheduled)
-        {
-            _drainScheduled = true;
-            this.AsReference<IPartitionApplyLoop>().Drain();
-        }
+        ScheduleDrain();
         return pending.Done.Task;
     }
 
@@ -246,20 +261,38 @@ public sealed partial class StateMachineGrain(
     // ------------------------------------------------------------ the serial apply loop
 
     /// <inheritdoc />
-    public Task Drain()
+    public async Task Drain()
     {
+        // Group commit: while the previous chunk is being fsynced, new writes keep queueing (the
+        // write methods interleave); once it is durable they all go into the next chunk.
+        try
+        {
+            await _lastSync;
+        }
+        catch (Exception)
+        {
+            // Its writers were told; the next chunk gets its own sync.
+        }
         _drainScheduled = false;
         if (_engine is null || _queue.Count == 0)
         {
-            return Task.CompletedTask;
+            return;
         }
         DrainOnce();
-        if (_queue.Count > 0 && !_drainScheduled)
+        if (_queue.Count > 0)
+        {
+            ScheduleDrain();
+        }
+    }
+
+    private void ScheduleDrain()
+    {
+        if (!_drainScheduled)
         {
             _drainScheduled = true;
-            this.AsReference<IPartitionApplyLoop>().Drain();
+            // One-way: completes at once; the drain runs as its own serial request.
+            _ = this.AsReference<IPartitionApplyLoop>().Drain();
         }
-        return Task.CompletedTask;
     }
 
     private void DrainOnce()
@@ -294,7 +327,7 @@ public sealed partial class StateMachineGrain(
         metrics.ChunkApplied(_partition, count);
 
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
-        var durable = syncLoop.WhenDurable(engine, entries[^1].Index);
+        var durable = WhenDurable(engine, entries[^1].Index);
         _lastSync = durable;
         durable.ContinueWith(
             static (task, state) =>
@@ -336,7 +369,7 @@ public sealed partial class StateMachineGrain(
             _writes += applied;
             metrics.ChunkApplied(_partition, applied);
         }
-        var durable = syncLoop.WhenDurable(engine, engine.LastApplied.Index);
+        var durable = WhenDurable(engine, engine.LastApplied.Index);
         _lastSync = durable;
         await durable;
         var outcomes = new EntryOutcome[results.Count];
@@ -353,13 +386,13 @@ public sealed partial class StateMachineGrain(
     private async Task<RocksDbStateMachine> ReadableAsync()
     {
         var engine = Serving();
-        var applied = engine.LastApplied.Index;
-        if (engine.DurableIndex < applied)
-        {
-            await syncLoop.WhenDurable(engine, applied);
-        }
+        await WhenDurable(engine, engine.LastApplied.Index);
         return engine;
     }
+
+    /// <summary>Completes when <paramref name="index"/> is durable (at once in the relaxed mode, which never waits for fsync).</summary>
+    private Task WhenDurable(RocksDbStateMachine engine, ulong index) =>
+        _options.Durability == DurabilityMode.Relaxed ? Task.CompletedTask : syncLoop.WhenDurable(engine, index);
 
     /// <inheritdoc />
     public async Task<byte[]?> Get(byte[] key)

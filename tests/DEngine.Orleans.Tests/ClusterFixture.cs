@@ -1,0 +1,77 @@
+using DEngine.Client;
+using DEngine.Orleans.Hosting;
+using DEngine.Orleans.Ownership;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using Orleans.Storage;
+using Orleans.TestingHost;
+
+namespace DEngine.Orleans.Tests;
+
+/// <summary>
+/// A 3-silo in-process cluster; every silo has its own data directory under one temporary root
+/// (named after the silo, so a restarted silo finds its data again) and short membership timeouts.
+/// </summary>
+public class ClusterFixture : IAsyncLifetime
+{
+    public const int Partitions = 8;
+
+    private readonly SharedGrainStorage _ownership = new();
+
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-cluster-" + Guid.NewGuid().ToString("N"));
+
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+
+    public DEngineClient Client { get; private set; } = null!;
+
+    public IGrainFactory Grains => Cluster.Client;
+
+    public async Task InitializeAsync()
+    {
+        var builder = new InProcessTestClusterBuilder(3);
+        builder.ConfigureSilo((siloOptions, silo) =>
+        {
+            silo.Services.AddKeyedSingleton<IGrainStorage>(PartitionOwnerGrain.StorageName, _ownership);
+            silo.AddDEngine(o =>
+            {
+                o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
+                o.Partitions = Partitions;
+                o.WriteBufferMiB = 4;
+                o.BlockCacheMiB = 8;
+            });
+            silo.Configure<ClusterMembershipOptions>(o =>
+            {
+                o.ProbeTimeout = TimeSpan.FromSeconds(1);
+                o.NumMissedProbesLimit = 2;
+                o.NumVotesForDeathDeclaration = 1;
+                o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
+                o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(1);
+            });
+        });
+        builder.ConfigureClient(client => client.AddDEngineClient(o => o.MaxRetries = 12));
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+        Client = Cluster.Client.ServiceProvider.GetRequiredService<DEngineClient>();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Cluster.DisposeAsync();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a silo that did not stop cleanly may still hold a file.
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
+{
+    public const string Name = "cluster";
+}
