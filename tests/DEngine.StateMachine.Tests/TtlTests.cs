@@ -274,15 +274,22 @@ public sealed class TtlTests
         Assert.Equal(1, engine.Machine.TtlIndexCount());
     }
 
+    /// <summary>Applies "renewed", "made_plain" and "gone" with a 5 s TTL (indexes 1-3), moves the clock past it and plans their cleanup.</summary>
+    private static IReadOnlyList<ExpiredKey> PlanExpiryOfThreeKeys(TestEngine engine)
+    {
+        engine.Machine.ApplyChunk([Insert(1, "renewed", "old", ttlSecs: 5), Insert(2, "made_plain", "old", ttlSecs: 5), Insert(3, "gone", "old", ttlSecs: 5)]);
+        engine.Clock.Advance(TimeSpan.FromSeconds(6));
+        var planned = engine.Machine.FindExpired(engine.NowUnixMs, 100);
+        Assert.Equal(3, planned.Count);
+        return planned;
+    }
+
     [Fact]
     public void A_key_re_put_between_planning_and_applying_ExpireKeys_survives_it()
     {
         using var engine = new TestEngine();
         var machine = engine.Machine;
-        machine.ApplyChunk([Insert(1, "renewed", "old", ttlSecs: 5), Insert(2, "made_plain", "old", ttlSecs: 5), Insert(3, "gone", "old", ttlSecs: 5)]);
-        engine.Clock.Advance(TimeSpan.FromSeconds(6));
-        var planned = machine.FindExpired(engine.NowUnixMs, 100);
-        Assert.Equal(3, planned.Count);
+        var planned = PlanExpiryOfThreeKeys(engine);
 
         machine.ApplyChunk([Insert(4, "renewed", "new", ttlSecs: 60), Insert(5, "made_plain", "new")]);
         var results = machine.ApplyChunk([ExpireKeys(6, engine.NowUnixMs, planned)]);
@@ -301,9 +308,7 @@ public sealed class TtlTests
     {
         using var engine = new TestEngine();
         var machine = engine.Machine;
-        machine.ApplyChunk([Insert(1, "renewed", "old", ttlSecs: 5), Insert(2, "made_plain", "old", ttlSecs: 5), Insert(3, "gone", "old", ttlSecs: 5)]);
-        engine.Clock.Advance(TimeSpan.FromSeconds(6));
-        var planned = machine.FindExpired(engine.NowUnixMs, 100);
+        var planned = PlanExpiryOfThreeKeys(engine);
 
         var results = machine.ApplyChunk(
         [

@@ -69,6 +69,4 @@ public static class Log
             Config = new MembershipChange { AddNode = new AddNode { NodeId = nodeId, Address = $"127.0.0.1:{9080 + nodeId}", Status = NodeStatus.Active } },
         },
     };
-
-    public static Entry[] Chunk(params Entry[] entries) => entries;
 }
