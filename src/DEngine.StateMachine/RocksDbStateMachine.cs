@@ -414,9 +414,12 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         {
             return found;
         }
-        var upper = new byte[8];
-        BinaryPrimitives.WriteUInt64BigEndian(upper, asOfUnixMs == ulong.MaxValue ? ulong.MaxValue : asOfUnixMs + 1);
-        var readOptions = new ReadOptions().SetIterateUpperBound(upper);
+        var readOptions = new ReadOptions();
+        if (asOfUnixMs != ulong.MaxValue)
+        {
+            // Index keys start with the 8-byte expiry, so expiry + 1 bounds every entry at or before asOf.
+            readOptions.SetIterateUpperBound(RocksDbStateMachine.U64(asOfUnixMs + 1));
+        }
         using var iterator = _db!.NewIterator(_ttl, readOptions);
         for (iterator.SeekToFirst(); iterator.Valid() && found.Count < max; iterator.Next())
         {

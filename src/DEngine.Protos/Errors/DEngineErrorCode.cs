@@ -15,10 +15,10 @@ public enum DEngineErrorCode
     /// <summary>The partition's current data is on a silo that cannot be reached. Retryable.</summary>
     PartitionUnavailable = 2,
 
-    /// <summary>A chunk's first index is beyond applied + 1: entries are missing in between.</summary>
+    /// <summary>Entries are missing: the first new index is beyond applied + 1, or a chunk skips an index.</summary>
     ChunkGap = 3,
 
-    /// <summary>Indexes inside a chunk do not strictly increase by one.</summary>
+    /// <summary>Indexes inside a chunk do not strictly increase (a repeated or decreasing index).</summary>
     ChunkOutOfOrder = 4,
 
     /// <summary>An entry has no payload, or its command cannot be decoded.</summary>

@@ -1,0 +1,45 @@
+using System.Globalization;
+using DEngine.CrashChild;
+using DEngine.StateMachine;
+
+// Crash-test child. Usage:
+//   DEngine.CrashChild mixed <dir>            apply CrashWorkload.MixedChunk chunks
+//   DEngine.CrashChild ttl <dir> <clockUnixMs> apply CrashWorkload.TtlChunk chunks
+// Prints "start <lastAppliedIndex>", then, after each ApplyChunk has returned (fsynced), the chunk's
+// last index, one per line, flushed. It runs until it is killed, its stdout closes or a cap is hit.
+if (args.Length < 2 || (args[0] == "ttl" && args.Length < 3))
+{
+    Console.Error.WriteLine("usage: DEngine.CrashChild mixed <dir> | ttl <dir> <clockUnixMs>");
+    return 2;
+}
+
+var options = new RocksDbStateMachineOptions
+{
+    WriteBufferSize = 1UL << 20,
+    BlockCacheBytes = 8UL << 20,
+    AuxWriteBufferSize = 1UL << 20,
+    MaxBackgroundJobs = 2,
+};
+using var machine = new RocksDbStateMachine(args[1], options);
+var clock = args[0] == "ttl" ? ulong.Parse(args[2], CultureInfo.InvariantCulture) : 0;
+var next = machine.LastApplied.Index + 1;
+var stdout = Console.Out;
+try
+{
+    stdout.WriteLine($"start {machine.LastApplied.Index}");
+    stdout.Flush();
+    for (var n = 0; n < 100_000; n++)
+    {
+        var chunk = args[0] == "ttl" ? CrashWorkload.TtlChunk(next, clock) : CrashWorkload.MixedChunk(next);
+        machine.ApplyChunk(chunk);
+        var last = chunk[^1].Index;
+        stdout.WriteLine(last.ToString(CultureInfo.InvariantCulture));
+        stdout.Flush();
+        next = last + 1;
+    }
+}
+catch (IOException)
+{
+    // The parent went away; nothing to report to.
+}
+return 0;
