@@ -53,6 +53,13 @@ public interface IStateMachineGrain : IGrainWithIntegerKey
     [ReadOnly]
     Task<KeyTtl> GetTtl([Immutable] byte[] key);
 
+    /// <summary>
+    /// Plans one bounded cleanup round of expired keys now and queues it through the ordered apply
+    /// path; returns how many keys it planned. The partition also does this by itself, on a timer
+    /// armed for its earliest expiry.
+    /// </summary>
+    Task<int> CleanupExpired();
+
     /// <summary>Applied position, epoch, hosting silo, estimated key count and latest snapshot.</summary>
     [ReadOnly]
     Task<PartitionStatus> GetStatus();

@@ -56,6 +56,9 @@ public sealed partial class StateMachineGrain(
     private Task _lastSync = Task.CompletedTask;
     private long _chunks;
     private long _writes;
+    private long _keysExpired;
+    private IGrainTimer? _expiryTimer;
+    private ulong _expiryTimerDue = ulong.MaxValue;
 
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -95,6 +98,7 @@ public sealed partial class StateMachineGrain(
         }
         _epoch = record.Epoch;
         LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
+        RearmExpiryTimer();
     }
 
     /// <inheritdoc />
@@ -325,6 +329,7 @@ public sealed partial class StateMachineGrain(
         _chunks++;
         _writes += count;
         metrics.ChunkApplied(_partition, count);
+        AfterApply(entries, results);
 
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
         var durable = WhenDurable(engine, entries[^1].Index);
@@ -351,6 +356,104 @@ public sealed partial class StateMachineGrain(
             TaskScheduler.Default);
     }
 
+    // ------------------------------------------------------------ TTL cleanup
+
+    /// <summary>Keeps the expiry timer due at the earliest expiry; counts what cleanup removed.</summary>
+    private void AfterApply(IReadOnlyList<ApplyEntry> entries, IReadOnlyList<ApplyResult> results)
+    {
+        var rescan = false;
+        for (var i = 0; i < entries.Count; i++)
+        {
+            var command = entries[i].Command;
+            if (command?.OperationCase == WriteCommand.OperationOneofCase.ExpireKeys)
+            {
+                rescan = true;
+                var removed = results[i].KeysExpired;
+                _keysExpired += removed;
+                if (removed > 0)
+                {
+                    metrics.KeysExpired.Add(removed);
+                }
+            }
+            else if (command?.OperationCase == WriteCommand.OperationOneofCase.Insert && command.Insert.TtlSecs > 0)
+            {
+                var expiry = command.Insert.ExpiresAtUnixMs;
+                rescan |= expiry == 0 || expiry < _expiryTimerDue;
+            }
+        }
+        if (rescan)
+        {
+            RearmExpiryTimer();
+        }
+    }
+
+    /// <summary>Arms a one-shot timer for the earliest expiry in the TTL index (no fixed poll).</summary>
+    private void RearmExpiryTimer()
+    {
+        var engine = _engine;
+        var earliest = engine is null || !_options.Lease.Enabled ? null : engine.EarliestExpiry();
+        if (earliest is null)
+        {
+            _expiryTimerDue = ulong.MaxValue;
+            _expiryTimer?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            return;
+        }
+        _expiryTimerDue = earliest.Value;
+        var now = TtlClock.NowUnixMs(store.Time);
+        var due = earliest.Value <= now ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Min(earliest.Value - now, (ulong)TimeSpan.FromDays(1).TotalMilliseconds));
+        if (_expiryTimer is null)
+        {
+            _expiryTimer = this.RegisterGrainTimer(OnExpiryTimer, new GrainTimerCreationOptions { DueTime = due, Period = Timeout.InfiniteTimeSpan, Interleave = false });
+        }
+        else
+        {
+            _expiryTimer.Change(due, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private Task OnExpiryTimer(CancellationToken cancellationToken)
+    {
+        _expiryTimerDue = ulong.MaxValue;
+        ExpireDueKeys();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Plans one bounded cleanup round and queues it as an ExpireKeys command, so the deletion goes
+    /// through the ordered, logged apply path like any write. Returns how many keys were planned.
+    /// </summary>
+    private int ExpireDueKeys()
+    {
+        var engine = _engine;
+        if (engine is null || _unavailable is not null)
+        {
+            return 0;
+        }
+        var now = TtlClock.NowUnixMs(store.Time);
+        var due = engine.FindExpired(now, _options.Lease.MaxKeysPerRound);
+        if (due.Count == 0)
+        {
+            RearmExpiryTimer();
+            return 0;
+        }
+        var command = new WriteCommand.Types.ExpireKeys { AsOfUnixMs = now };
+        foreach (var key in due)
+        {
+            command.Keys.Add(new WriteCommand.Types.ExpiredKey { Key = UnsafeByteOperations.UnsafeWrap(key.Key), ExpiresAtUnixMs = key.ExpiresAtUnixMs });
+            metrics.CleanupLag.Record(now - Math.Min(now, key.ExpiresAtUnixMs));
+        }
+        // Not awaited: this runs inside a serial turn, and the drain that applies it needs the next one.
+        _ = Enqueue(new WriteCommand { ExpireKeys = command });
+        return due.Count;
+    }
+
+    /// <inheritdoc />
+    public Task<int> CleanupExpired()
+    {
+        Serving();
+        return Task.FromResult(ExpireDueKeys());
+    }
+
     /// <inheritdoc />
     public async Task<EntryOutcome[]> ApplyChunk(Entry[] entries)
     {
@@ -368,6 +471,7 @@ public sealed partial class StateMachineGrain(
             _chunks++;
             _writes += applied;
             metrics.ChunkApplied(_partition, applied);
+            AfterApply(decoded, results);
         }
         var durable = WhenDurable(engine, engine.LastApplied.Index);
         _lastSync = durable;
@@ -462,7 +566,8 @@ public sealed partial class StateMachineGrain(
             snapshot?.Index,
             snapshot?.Term,
             _chunks,
-            _writes));
+            _writes,
+            _keysExpired));
     }
 
     private sealed class PendingWrite(WriteCommand command)
