@@ -92,9 +92,23 @@ public sealed class LeaseOptions
     /// <summary>Most keys one cleanup command deletes. Default 1000.</summary>
     public int MaxKeysPerRound { get; set; } = 1000;
 
+    /// <summary>
+    /// Period of the durable reminder that wakes a partition with TTL keys (the safety net when it is
+    /// not active). At least Orleans' minimum reminder period (1 minute unless lowered). Default 1 minute.
+    /// </summary>
+    public TimeSpan ReminderPeriod { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Returns the first problem, or null.</summary>
-    public string? Validate() =>
-        MaxKeysPerRound is < 1 or > 100_000
-            ? $"{DEngineOptions.SectionName}:Lease:{nameof(MaxKeysPerRound)} must be between 1 and 100000 (was {MaxKeysPerRound})."
-            : null;
+    public string? Validate()
+    {
+        if (MaxKeysPerRound is < 1 or > 100_000)
+        {
+            return $"{DEngineOptions.SectionName}:Lease:{nameof(MaxKeysPerRound)} must be between 1 and 100000 (was {MaxKeysPerRound}).";
+        }
+        if (ReminderPeriod <= TimeSpan.Zero)
+        {
+            return $"{DEngineOptions.SectionName}:Lease:{nameof(ReminderPeriod)} must be positive (was {ReminderPeriod}).";
+        }
+        return null;
+    }
 }

@@ -40,7 +40,10 @@ public class ClusterFixture : IAsyncLifetime
                 o.Partitions = Partitions;
                 o.WriteBufferMiB = 4;
                 o.BlockCacheMiB = 8;
+                o.Lease.ReminderPeriod = TimeSpan.FromSeconds(1);
             });
+            silo.UseInMemoryReminderService();
+            silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = TimeSpan.FromSeconds(1));
             silo.Configure<ClusterMembershipOptions>(o =>
             {
                 o.ProbeTimeout = TimeSpan.FromSeconds(1);

@@ -75,3 +75,43 @@ public sealed class RestartTests(RestartClusterFixture fixture)
 
     private static int KeyRouting(byte[] key) => DEngine.Client.KeyRouting.PartitionOf(key, ClusterFixture.Partitions);
 }
+
+[Collection(RestartCollection.Name)]
+public sealed class LeaseReminderTests(RestartClusterFixture fixture)
+{
+    [Fact]
+    public async Task A_partition_deactivated_with_pending_ttls_is_woken_by_the_reminder_and_cleans_up()
+    {
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(6);
+        var key = InPartition(6, "lease");
+        await grain.Put(key, B("soon-gone"), 2);
+        Assert.NotNull((await grain.GetTtl(key)).ExpiresAtUnixMs);
+
+        await fixture.Cluster.DeactivateAsync(grain);
+        await fixture.Cluster.WaitForDeactivationAsync(grain);
+
+        // No client call wakes the partition: only the reminder can. Wait for its activation on real
+        // time (the reminder period is 1 s in this cluster), polling with a deadline.
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        var woken = false;
+        while (!woken && DateTime.UtcNow < deadline)
+        {
+            woken = fixture.Cluster.TryGetGrainContext(grain.GetGrainId(), out _);
+            if (!woken)
+            {
+                await Task.Delay(50);
+            }
+        }
+        Assert.True(woken, "the reminder did not wake the deactivated partition");
+
+        // The woken activation counts from zero: it removed the key by itself.
+        PartitionStatus status;
+        do
+        {
+            status = await grain.GetStatus();
+        }
+        while (status.KeysExpired == 0 && DateTime.UtcNow < deadline);
+        Assert.True(status.KeysExpired > 0, "the woken partition did not delete the expired key");
+        Assert.Null(await grain.Get(key));
+    }
+}

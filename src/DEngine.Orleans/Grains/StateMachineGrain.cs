@@ -59,6 +59,7 @@ public sealed partial class StateMachineGrain(
     private long _keysExpired;
     private IGrainTimer? _expiryTimer;
     private ulong _expiryTimerDue = ulong.MaxValue;
+    private bool _reminderEnsured;
 
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -399,6 +400,7 @@ public sealed partial class StateMachineGrain(
             return;
         }
         _expiryTimerDue = earliest.Value;
+        EnsureLeaseReminder();
         var now = TtlClock.NowUnixMs(store.Time);
         var due = earliest.Value <= now ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Min(earliest.Value - now, (ulong)TimeSpan.FromDays(1).TotalMilliseconds));
         if (_expiryTimer is null)
@@ -409,6 +411,22 @@ public sealed partial class StateMachineGrain(
         {
             _expiryTimer.Change(due, Timeout.InfiniteTimeSpan);
         }
+    }
+
+    /// <summary>Once per activation with TTL keys: make sure the durable reminder exists (it wakes the partition after a deactivation).</summary>
+    private void EnsureLeaseReminder()
+    {
+        if (_reminderEnsured)
+        {
+            return;
+        }
+        _reminderEnsured = true;
+        GrainFactory.GetGrain<ILeaseReminderGrain>(_partition).Ensure().ContinueWith(
+            static (task, state) => ((StateMachineGrain)state!).LogReminderFailed(task.Exception!.InnerException!),
+            this,
+            CancellationToken.None,
+            TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
     }
 
     private Task OnExpiryTimer(CancellationToken cancellationToken)
@@ -579,6 +597,9 @@ public sealed partial class StateMachineGrain(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated on {Silo} with epoch {Epoch} at applied index {Applied}.")]
     private partial void LogActivated(int partition, string silo, ulong epoch, ulong applied);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The lease reminder could not be registered; expired keys are still cleaned while the partition is active. Configure a reminder service (e.g. UseInMemoryReminderService).")]
+    private partial void LogReminderFailed(Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} deactivated ({Reason}); its database is closed and flushed.")]
     private partial void LogDeactivated(int partition, string reason);
