@@ -20,6 +20,7 @@ namespace DEngine.Orleans.Serialization;
 public sealed class ProtobufMessageCodec : IGeneralizedCodec, IGeneralizedCopier, ITypeFilter
 {
     private static readonly ConcurrentDictionary<Type, MessageParser?> Parsers = new();
+    private static readonly ConcurrentDictionary<Type, Func<object, object>> Cloners = new();
 
     /// <inheritdoc />
     public bool IsSupportedType(Type type) => ParserFor(type) is not null;
@@ -109,10 +110,15 @@ public sealed class ProtobufMessageCodec : IGeneralizedCodec, IGeneralizedCopier
         {
             return existing;
         }
-        var copy = ((IDeepCloneable<IMessage>)input).Clone();
+        var copy = Cloners.GetOrAdd(input.GetType(), static t =>
+            typeof(ProtobufMessageCodec).GetMethod(nameof(CloneOf), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(t)
+                .CreateDelegate<Func<object, object>>())(input);
         context.RecordCopy(input, copy);
         return copy;
     }
+
+    private static object CloneOf<T>(object message) where T : IDeepCloneable<T> => ((T)message).Clone()!;
 
     private static MessageParser? ParserFor(Type type) =>
         Parsers.GetOrAdd(type, static t =>
