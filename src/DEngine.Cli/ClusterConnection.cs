@@ -16,6 +16,10 @@ internal sealed class ClusterConnection : IAsyncDisposable
     /// <summary>How long one request may wait for its response.</summary>
     public static readonly TimeSpan ResponseTimeout = TimeSpan.FromSeconds(30);
 
+    private const int ConnectRetries = 3;
+
+    private static readonly TimeSpan ConnectRetryDelay = TimeSpan.FromMilliseconds(500);
+
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(3);
 
     private readonly IHost _host;
@@ -88,6 +92,18 @@ internal sealed class ClusterConnection : IAsyncDisposable
             });
             client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = ResponseTimeout);
             client.Configure<ConnectionOptions>(o => o.OpenConnectionTimeout = TimeSpan.FromSeconds(3));
+            // Orleans asks this filter whether to try connecting again; a few quick retries cover a
+            // silo that is just starting, then the real reason (e.g. ConnectionRefused) surfaces.
+            var attempts = 0;
+            client.UseConnectionRetryFilter(async (_, token) =>
+            {
+                if (++attempts > ConnectRetries)
+                {
+                    return false;
+                }
+                await Task.Delay(ConnectRetryDelay, token);
+                return true;
+            });
             client.AddDEngineClient();
         });
         return builder.Build();

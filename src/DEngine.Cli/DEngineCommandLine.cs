@@ -179,11 +179,16 @@ internal static class DEngineCommandLine
 
     private static Command ScanCommand()
     {
-        var prefix = new Argument<string>("PREFIX") { Description = "The key prefix (UTF-8 text, or hex with --hex); \"\" scans every key." };
+        var prefix = new Argument<string>("PREFIX") { Description = "The key prefix (UTF-8 text, or hex with --hex); must not be empty." };
         var command = new Command("scan", "Print every live key starting with PREFIX as KEY<TAB>VALUE, one per line, in key (byte) order across all partitions.") { prefix };
         command.SetAction((parse, ct) => ExecuteAsync(parse, ct, codec =>
         {
             var p = codec.Decode(parse.GetRequiredValue(prefix), "PREFIX");
+            if (p.Length == 0)
+            {
+                // The engine answers an empty prefix with no entries; say so instead of printing nothing.
+                throw new CliException("PREFIX must not be empty: a scan of the whole key space is not supported.");
+            }
             return async (client, token) =>
             {
                 var scan = await client.ScanPrefixAsync(p, token);
