@@ -49,7 +49,7 @@ internal static class DEngineCommandLine
         {
             // The errors go to stderr; usage stays out of stdout so scripts never mistake it for data.
             parseError.ShowHelp = false;
-            await result.InvokeAsync(configuration);
+            await result.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = TextWriter.Null });
             await Console.Error.WriteLineAsync("Run 'dengine --help' or 'dengine COMMAND --help' for usage.");
             return ExitCodes.Error;
         }
