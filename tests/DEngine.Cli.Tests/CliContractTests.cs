@@ -171,6 +171,24 @@ public sealed class CliContractTests(SiloFixture silo) : IClassFixture<SiloFixtu
     }
 
     [Fact]
+    public async Task A_DEngine_error_from_the_cluster_prints_error_and_its_message_and_exits_2()
+    {
+        var tooLong = new string('k', 5000); // over the default 4 KiB key limit
+        var result = await silo.CliAsync("put", tooLong, "v");
+        Assert.True(result.ExitCode == 2, result.ToString());
+        Assert.Equal("", result.Stdout);
+        Assert.StartsWith("error: LimitExceeded", result.Stderr);
+        Assert.Single(result.Stderr.TrimEnd('\n').Split('\n'));
+    }
+
+    [Fact]
+    public async Task A_value_that_looks_like_an_option_is_taken_after_double_dash()
+    {
+        AssertOk(await silo.CliAsync("put", _p + "k", "--", "-5"), "OK\n");
+        AssertOk(await silo.CliAsync("get", _p + "k"), "-5\n");
+    }
+
+    [Fact]
     public async Task An_unknown_flag_exits_2_with_a_parse_error_on_stderr()
     {
         var result = await silo.CliAsync("get", "k", "--no-such-flag");
