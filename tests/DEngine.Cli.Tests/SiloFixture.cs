@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace DEngine.Cli.Tests;
+
+/// <summary>One real silo process (4 partitions, free ports, a temporary data directory) shared by a test class.</summary>
+public sealed class SiloFixture : IAsyncLifetime
+{
+    public const int Partitions = 4;
+
+    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly StringBuilder _log = new();
+    private Process? _silo;
+    private Task? _drain;
+
+    public int GatewayPort { get; private set; }
+
+    public string Gateway => $"127.0.0.1:{GatewayPort}";
+
+    public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "dengine-cli-tests-" + Guid.NewGuid().ToString("N"));
+
+    public async Task InitializeAsync()
+    {
+        var siloPort = FreePort();
+        GatewayPort = FreePort();
+        while (GatewayPort == siloPort)
+        {
+            GatewayPort = FreePort();
+        }
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in new[]
+        {
+            ProcessRunner.SiloDll, "--data-dir", DataDir, "--silo-port", siloPort.ToString(), "--gateway-port", GatewayPort.ToString(),
+            "--partitions", Partitions.ToString(), "--no-dashboard",
+        })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        _silo = Process.Start(start) ?? throw new InvalidOperationException("the silo did not start");
+        _silo.ErrorDataReceived += (_, e) =>
+        {
+            lock (_log)
+            {
+                _log.AppendLine(e.Data);
+            }
+        };
+        _silo.BeginErrorReadLine();
+
+        try
+        {
+            await WaitUntilReadyAsync(_silo);
+        }
+        catch
+        {
+            await DisposeAsync();
+            throw;
+        }
+        // Keep draining stdout so the silo never blocks on a full pipe.
+        _drain = Task.Run(async () =>
+        {
+            while (await _silo.StandardOutput.ReadLineAsync() is { } line)
+            {
+                lock (_log)
+                {
+                    _log.AppendLine(line);
+                }
+            }
+        });
+    }
+
+    private async Task WaitUntilReadyAsync(Process silo)
+    {
+        using var deadline = new CancellationTokenSource(ReadyTimeout);
+        try
+        {
+            while (true)
+            {
+                var line = await silo.StandardOutput.ReadLineAsync(deadline.Token)
+                    ?? throw new InvalidOperationException($"the silo exited before it was ready:\n{Log()}");
+                lock (_log)
+                {
+                    _log.AppendLine(line);
+                }
+                if (line.StartsWith("DEngine silo ready:", StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"the silo was not ready within {ReadyTimeout}:\n{Log()}");
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_silo is { HasExited: false })
+        {
+            _silo.Kill(entireProcessTree: true);
+            using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await _silo.WaitForExitAsync(deadline.Token);
+        }
+        if (_drain is not null)
+        {
+            await _drain.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        _silo?.Dispose();
+        try
+        {
+            Directory.Delete(DataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>Runs the CLI against this silo.</summary>
+    public Task<ProcessResult> CliAsync(params string[] args) =>
+        ProcessRunner.RunAsync(ProcessRunner.CliDll, ["--gateway", Gateway, .. args], TimeSpan.FromSeconds(60));
+
+    public string Log()
+    {
+        lock (_log)
+        {
+            return _log.ToString();
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
