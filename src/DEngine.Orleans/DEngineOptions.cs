@@ -92,6 +92,9 @@ public sealed class LeaseOptions
     /// <summary>Most keys one cleanup command deletes. Default 1000.</summary>
     public int MaxKeysPerRound { get; set; } = 1000;
 
+    /// <summary>Time budget of planning one cleanup round (the scan of the TTL index). Default 50 ms.</summary>
+    public TimeSpan MaxRoundTime { get; set; } = TimeSpan.FromMilliseconds(50);
+
     /// <summary>
     /// Period of the durable reminder that wakes a partition with TTL keys (the safety net when it is
     /// not active). At least Orleans' minimum reminder period (1 minute unless lowered). Default 1 minute.
@@ -104,6 +107,10 @@ public sealed class LeaseOptions
         if (MaxKeysPerRound is < 1 or > 100_000)
         {
             return $"{DEngineOptions.SectionName}:Lease:{nameof(MaxKeysPerRound)} must be between 1 and 100000 (was {MaxKeysPerRound}).";
+        }
+        if (MaxRoundTime <= TimeSpan.Zero)
+        {
+            return $"{DEngineOptions.SectionName}:Lease:{nameof(MaxRoundTime)} must be positive (was {MaxRoundTime}).";
         }
         if (ReminderPeriod <= TimeSpan.Zero)
         {

@@ -406,8 +406,12 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// oldest expiry first, with the expiry they were indexed under (the input of an ExpireKeys
     /// command). Entries left behind by an overwrite are included; the command discards them.
     /// </summary>
-    public IReadOnlyList<ExpiredKey> FindExpired(ulong asOfUnixMs, int max)
+    /// <param name="asOfUnixMs">The instant the keys must have expired by.</param>
+    /// <param name="max">Most keys returned.</param>
+    /// <param name="budget">Optional time budget of the scan; it stops early (with what it found) when spent.</param>
+    public IReadOnlyList<ExpiredKey> FindExpired(ulong asOfUnixMs, int max, TimeSpan? budget = null)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         using var _ = EnterServing();
         var found = new List<ExpiredKey>();
         if (max <= 0)
@@ -426,8 +430,26 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             var indexKey = iterator.GetKeySpan();
             var expiry = BinaryPrimitives.ReadUInt64BigEndian(indexKey);
             found.Add(new ExpiredKey(indexKey[8..].ToArray(), expiry));
+            // Checking the clock every 256 keys keeps its cost out of the scan.
+            if (budget is { } limit && (found.Count & 255) == 0 && System.Diagnostics.Stopwatch.GetElapsedTime(started) >= limit)
+            {
+                break;
+            }
         }
         return found;
+    }
+
+    /// <summary>
+    /// RocksDB's estimate of the TTL index size: about the number of keys with a TTL (it also counts
+    /// index entries an overwrite left behind, until cleanup drops them). Cheap; for metrics.
+    /// </summary>
+    public long TtlIndexEstimate
+    {
+        get
+        {
+            using var _ = EnterUse();
+            return long.TryParse(_db!.GetProperty("rocksdb.estimate-num-keys", _ttl), out var n) ? n : 0;
+        }
     }
 
     /// <summary>The earliest expiry in the TTL index (possibly of an entry an overwrite left behind), or null when there is none.</summary>

@@ -132,17 +132,7 @@ public sealed partial class StateMachineGrain(
         _engine = null;
         if (engine is not null)
         {
-            await Task.Run(() =>
-            {
-                try
-                {
-                    engine.Flush();
-                }
-                finally
-                {
-                    engine.Dispose();
-                }
-            });
+            await Task.Run(() => store.Close(engine));
         }
     }
 
@@ -448,7 +438,7 @@ public sealed partial class StateMachineGrain(
             return 0;
         }
         var now = TtlClock.NowUnixMs(store.Time);
-        var due = engine.FindExpired(now, _options.Lease.MaxKeysPerRound);
+        var due = engine.FindExpired(now, _options.Lease.MaxKeysPerRound, _options.Lease.MaxRoundTime);
         if (due.Count == 0)
         {
             RearmExpiryTimer();

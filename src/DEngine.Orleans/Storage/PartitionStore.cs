@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using DEngine.Orleans.Diagnostics;
 using DEngine.StateMachine;
 using Microsoft.Extensions.Options;
 using RocksDbSharp;
@@ -5,33 +8,82 @@ using RocksDbSharp;
 namespace DEngine.Orleans.Storage;
 
 /// <summary>
-/// Silo-wide storage resources: where partitions live on disk, the block cache they share, and the
-/// options each partition's engine opens with.
+/// Silo-wide storage resources: where partitions live on disk, the block cache they share, the
+/// options each partition's engine opens with, and the engines open right now (for metrics).
 /// </summary>
-public sealed class PartitionStore(IOptions<DEngineOptions> options, TimeProvider time)
+public sealed class PartitionStore
 {
-    private readonly DEngineOptions _options = options.Value;
-    private readonly Lazy<Cache> _cache = new(() => Cache.CreateLru((ulong)options.Value.BlockCacheMiB << 20));
+    private readonly DEngineOptions _options;
+    private readonly TimeProvider _time;
+    private readonly Lazy<Cache> _cache;
+    private readonly ConcurrentDictionary<int, RocksDbStateMachine> _open = new();
+
+    /// <summary>Creates the store and its gauges.</summary>
+    public PartitionStore(IOptions<DEngineOptions> options, TimeProvider time, IMeterFactory meters)
+    {
+        _options = options.Value;
+        _time = time;
+        _cache = new(() => Cache.CreateLru((ulong)_options.BlockCacheMiB << 20));
+        DataRoot = Path.GetFullPath(_options.DataRoot);
+        var meter = meters.Create(DEngineMetrics.MeterName);
+        meter.CreateObservableGauge("dengine.ttl.keys", ObserveTtlKeys, description: "Keys with a TTL in the partitions open on this silo (RocksDB estimate of the TTL index).");
+        meter.CreateObservableGauge("dengine.partitions.open", () => _open.Count, description: "Partitions whose database is open on this silo.");
+    }
 
     /// <summary>The silo's data root, absolute.</summary>
-    public string DataRoot { get; } = Path.GetFullPath(options.Value.DataRoot);
+    public string DataRoot { get; }
 
     /// <summary>The clock used for TTL decisions.</summary>
-    public TimeProvider Time => time;
+    public TimeProvider Time => _time;
 
     /// <summary>The directory of partition <paramref name="partition"/>.</summary>
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>Opens (creating if needed) the engine of <paramref name="partition"/>. Blocking I/O: call off the grain's turn.</summary>
-    public RocksDbStateMachine Open(int partition) =>
-        new(PartitionPath(partition), new RocksDbStateMachineOptions
+    public RocksDbStateMachine Open(int partition)
+    {
+        var engine = new RocksDbStateMachine(PartitionPath(partition), new RocksDbStateMachineOptions
         {
             PartitionId = partition,
             Durability = _options.Durability,
             MaxKeyBytes = _options.MaxKeyBytes,
             MaxValueBytes = _options.MaxValueBytes,
-            TimeProvider = time,
+            TimeProvider = _time,
             SharedBlockCache = _cache.Value,
             WriteBufferSize = (ulong)_options.WriteBufferMiB << 20,
         });
+        _open[partition] = engine;
+        return engine;
+    }
+
+    /// <summary>Flushes and closes an engine opened by <see cref="Open"/>. Blocking I/O: call off the grain's turn.</summary>
+    public void Close(RocksDbStateMachine engine)
+    {
+        _open.TryRemove(new KeyValuePair<int, RocksDbStateMachine>(engine.PartitionId, engine));
+        try
+        {
+            engine.Flush();
+        }
+        finally
+        {
+            engine.Dispose();
+        }
+    }
+
+    private IEnumerable<Measurement<long>> ObserveTtlKeys()
+    {
+        foreach (var (partition, engine) in _open)
+        {
+            long estimate;
+            try
+            {
+                estimate = engine.TtlIndexEstimate;
+            }
+            catch (DEngineException)
+            {
+                continue; // closing right now
+            }
+            yield return new Measurement<long>(estimate, new KeyValuePair<string, object?>("partition", partition));
+        }
+    }
 }
