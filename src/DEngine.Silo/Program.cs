@@ -1,6 +1,8 @@
 using System.Net;
 using DEngine.Orleans;
 using DEngine.Orleans.Hosting;
+using DEngine.Orleans.Ownership;
+using StackExchange.Redis;
 using DEngine.Silo;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -74,9 +76,26 @@ builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSe
 
 builder.UseOrleans(silo =>
 {
-    silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary, settings.ServiceId, settings.ClusterId);
+    if (settings.RedisConnectionString is { } redis)
+    {
+        // Cluster profile: membership, reminders and ownership records in Redis, so silos on
+        // several machines form one cluster and ownership survives any silo.
+        silo.UseRedisClustering(o => o.ConfigurationOptions = ConfigurationOptions.Parse(redis));
+        silo.ConfigureEndpoints(settings.AdvertisedIP, settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: settings.ListenOnAny);
+        silo.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = settings.ClusterId;
+            o.ServiceId = settings.ServiceId;
+        });
+        silo.UseRedisReminderService(o => o.ConfigurationOptions = ConfigurationOptions.Parse(redis));
+        silo.Services.AddRedisGrainStorage(PartitionOwnerGrain.StorageName, o => o.ConfigurationOptions = ConfigurationOptions.Parse(redis));
+    }
+    else
+    {
+        silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary, settings.ServiceId, settings.ClusterId);
+        silo.UseInMemoryReminderService();
+    }
     silo.Configure<SiloOptions>(o => o.SiloName = settings.Name);
-    silo.UseInMemoryReminderService();
     silo.AddDEngine();
     if (settings.DashboardEnabled)
     {
@@ -99,7 +118,8 @@ else
 var dataRoot = Path.GetFullPath(engineOptions.DataRoot);
 host.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStarted.Register(() =>
 {
-    Console.WriteLine($"DEngine silo ready: silo=127.0.0.1:{settings.SiloPort} gateway=127.0.0.1:{settings.GatewayPort} data={dataRoot} partitions={engineOptions.Partitions}");
+    var address = settings.RedisConnectionString is null ? "127.0.0.1" : settings.AdvertisedIP.ToString();
+    Console.WriteLine($"DEngine silo ready: silo={address}:{settings.SiloPort} gateway={address}:{settings.GatewayPort} data={dataRoot} partitions={engineOptions.Partitions}");
     if (settings.DashboardEnabled)
     {
         Console.WriteLine($"Dashboard: http://{settings.DashboardHost}:{settings.DashboardPort}/");
@@ -134,7 +154,10 @@ namespace DEngine.Silo
         string ServiceId,
         bool DashboardEnabled,
         string DashboardHost,
-        int DashboardPort)
+        int DashboardPort,
+        string? RedisConnectionString,
+        IPAddress AdvertisedIP,
+        bool ListenOnAny)
     {
         public static SiloSettings Load(IConfiguration configuration, string environment)
         {
@@ -159,6 +182,31 @@ namespace DEngine.Silo
             {
                 throw new InvalidOperationException($"Dashboard:Enabled must be true or false (was '{dashboardText}').");
             }
+            var clustering = configuration["Silo:Clustering"] is { Length: > 0 } c ? c : "Localhost";
+            string? redis = null;
+            if (string.Equals(clustering, "Redis", StringComparison.OrdinalIgnoreCase))
+            {
+                redis = configuration["Redis:ConnectionString"];
+                if (string.IsNullOrWhiteSpace(redis))
+                {
+                    throw new InvalidOperationException("Redis:ConnectionString must be set when Silo:Clustering is Redis (e.g. 127.0.0.1:6379).");
+                }
+            }
+            else if (!string.Equals(clustering, "Localhost", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new InvalidOperationException($"Silo:Clustering must be Localhost or Redis (was '{clustering}').");
+            }
+            var advertisedText = configuration["Silo:AdvertisedIP"] is { Length: > 0 } a ? a : "127.0.0.1";
+            if (!IPAddress.TryParse(advertisedText, out var advertised))
+            {
+                throw new InvalidOperationException($"Silo:AdvertisedIP must be an IP address other silos and clients can reach (was '{advertisedText}').");
+            }
+            var listenText = configuration["Silo:ListenOnAnyHostAddress"];
+            var listenOnAny = false;
+            if (!string.IsNullOrWhiteSpace(listenText) && !bool.TryParse(listenText, out listenOnAny))
+            {
+                throw new InvalidOperationException($"Silo:ListenOnAnyHostAddress must be true or false (was '{listenText}').");
+            }
             return new SiloSettings(
                 siloPort,
                 gatewayPort,
@@ -168,7 +216,10 @@ namespace DEngine.Silo
                 configuration["Silo:ServiceId"] is { Length: > 0 } service ? service : "dengine",
                 dashboard,
                 configuration["Dashboard:Host"] is { Length: > 0 } host ? host : "127.0.0.1",
-                Port(configuration, "Dashboard:Port", 8080));
+                Port(configuration, "Dashboard:Port", 8080),
+                redis,
+                advertised,
+                listenOnAny);
         }
 
         private static int Port(IConfiguration configuration, string key, int fallback)
