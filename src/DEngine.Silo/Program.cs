@@ -96,6 +96,8 @@ builder.UseOrleans(silo =>
         silo.UseInMemoryReminderService();
     }
     silo.Configure<SiloOptions>(o => o.SiloName = settings.Name);
+    // Failure detection (probe timeouts, votes) is tunable, e.g. --Silo:Membership:ProbeTimeout 00:00:02.
+    silo.Services.AddOptions<ClusterMembershipOptions>().Bind(configuration.GetSection("Silo:Membership"));
     silo.AddDEngine();
     if (settings.DashboardEnabled)
     {

@@ -1,0 +1,168 @@
+using System.Net;
+using System.Reflection;
+using DEngine.Client;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+
+namespace DEngine.Cluster.Tests;
+
+/// <summary>
+/// A throw-away redis-server and three real silo processes on loopback using the Redis profile
+/// (membership, reminders and ownership records in Redis), plus an Orleans client in the test.
+/// </summary>
+public sealed class RedisClusterFixture : IAsyncLifetime
+{
+    public const int Partitions = 6;
+    public const int SiloCount = 3;
+
+    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(90);
+
+    private ManagedProcess? _redis;
+    private IHost? _clientHost;
+
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-cluster-tests-" + Guid.NewGuid().ToString("N"));
+
+    public int RedisPort { get; } = Ports.Free();
+
+    public SiloSpec[] Silos { get; } = Enumerable.Range(0, SiloCount)
+        .Select(i => new SiloSpec($"silo{i}", Ports.Free(), Ports.Free()))
+        .ToArray();
+
+    public ManagedProcess?[] Running { get; } = new ManagedProcess?[SiloCount];
+
+    public DEngineClient Client { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Root);
+        var redisServer = FindRedisServer();
+        _redis = ManagedProcess.Start(redisServer, ["--port", RedisPort.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", Root], "Ready to accept connections");
+        await _redis.WaitReadyAsync(TimeSpan.FromSeconds(30));
+        await Task.WhenAll(Enumerable.Range(0, SiloCount).Select(StartSiloAsync));
+
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.UseOrleansClient(client => client
+            .UseStaticClustering(Silos.Select(s => new IPEndPoint(IPAddress.Loopback, s.GatewayPort)).ToArray())
+            .Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = "dengine";
+                o.ServiceId = "dengine";
+            })
+            .AddDEngineClient(o =>
+            {
+                o.MaxRetries = 10;
+                o.MaxBackoff = TimeSpan.FromSeconds(1);
+            }));
+        _clientHost = builder.Build();
+        await _clientHost.StartAsync();
+        Client = _clientHost.Services.GetRequiredService<DEngineClient>();
+        var grains = _clientHost.Services.GetRequiredService<IClusterClient>();
+        LoadClient = new DEngineClient(grains, new DEngineClientOptions { MaxRetries = 0 });
+    }
+
+    /// <summary>A client that does not retry: a load keeps moving while some partitions are away.</summary>
+    public DEngineClient LoadClient { get; private set; } = null!;
+
+    /// <summary>Restarts any silo a previous test left stopped.</summary>
+    public async Task EnsureAllRunningAsync()
+    {
+        for (var i = 0; i < SiloCount; i++)
+        {
+            if (Running[i] is null || Running[i]!.HasExited)
+            {
+                await StartSiloAsync(i);
+            }
+        }
+    }
+
+    /// <summary>Starts silo <paramref name="index"/> on its name, ports and data directory, and waits until it is ready.</summary>
+    public async Task StartSiloAsync(int index)
+    {
+        var spec = Silos[index];
+        var silo = ManagedProcess.Start("dotnet",
+        [
+            SiloDll, "--environment", "Redis", "--Redis:ConnectionString", $"127.0.0.1:{RedisPort}",
+            "--name", spec.Name, "--data-dir", Path.Combine(Root, spec.Name),
+            "--silo-port", spec.SiloPort.ToString(), "--gateway-port", spec.GatewayPort.ToString(),
+            "--partitions", Partitions.ToString(), "--no-dashboard",
+            "--Silo:Membership:ProbeTimeout", "00:00:01",
+            "--Silo:Membership:NumMissedProbesLimit", "2",
+            "--Silo:Membership:NumVotesForDeathDeclaration", "1",
+            "--Silo:Membership:TableRefreshTimeout", "00:00:01",
+            "--Silo:Membership:IAmAliveTablePublishTimeout", "00:00:02",
+        ], "DEngine silo ready:");
+        Running[index] = silo;
+        await silo.WaitReadyAsync(ReadyTimeout);
+    }
+
+    /// <summary>SIGKILL silo <paramref name="index"/>.</summary>
+    public void KillSilo(int index)
+    {
+        Running[index]?.Kill();
+        Running[index]?.Dispose();
+        Running[index] = null;
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_clientHost is not null)
+        {
+            try
+            {
+                await _clientHost.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(5)).Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            _clientHost.Dispose();
+        }
+        for (var i = 0; i < Running.Length; i++)
+        {
+            KillSilo(i);
+        }
+        _redis?.Dispose();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private static string FindRedisServer()
+    {
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Append("/usr/bin").Append("/usr/sbin"))
+        {
+            var candidate = Path.Combine(dir, "redis-server");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+        throw new InvalidOperationException("redis-server is not installed: these tests need it (apt-get install redis-server; .ci/run does this).");
+    }
+
+    private static string SiloDll
+    {
+        get
+        {
+            var configuration = typeof(RedisClusterFixture).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().First(a => a.Key == "Configuration").Value!;
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "DEngine.Orleans.sln")))
+            {
+                dir = dir.Parent;
+            }
+            if (dir is null)
+            {
+                throw new InvalidOperationException("cannot find the repository root (DEngine.Orleans.sln) above " + AppContext.BaseDirectory);
+            }
+            return Path.Combine(dir.FullName, "src", "DEngine.Silo", "bin", configuration, "net10.0", "DEngine.Silo.dll");
+        }
+    }
+}
+
+public sealed record SiloSpec(string Name, int SiloPort, int GatewayPort);
