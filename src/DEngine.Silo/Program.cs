@@ -2,6 +2,7 @@ using System.Net;
 using DEngine.Orleans;
 using DEngine.Orleans.Hosting;
 using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Storage;
 using StackExchange.Redis;
 using DEngine.Silo;
 using Microsoft.AspNetCore.Builder;
@@ -59,6 +60,19 @@ catch (InvalidOperationException ex)
     return 2;
 }
 
+// Take the data directory's lock before anything starts, so a second silo on the same directory
+// stops with one clear line (and the first is untouched).
+var dataLock = new DataRootLock(Options.Create(engineOptions));
+try
+{
+    await dataLock.Acquire();
+}
+catch (DEngineException ex)
+{
+    Console.Error.WriteLine($"error: {ex.Detail}");
+    return 2;
+}
+
 IHostApplicationBuilder builder;
 if (settings.DashboardEnabled)
 {
@@ -73,6 +87,7 @@ else
 builder.Configuration.Sources.Clear();
 builder.Configuration.AddConfiguration(configuration);
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+builder.Services.AddSingleton(dataLock);
 
 builder.UseOrleans(silo =>
 {

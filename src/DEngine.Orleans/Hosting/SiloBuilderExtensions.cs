@@ -6,7 +6,9 @@ using DEngine.Orleans.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using Orleans;
 using Orleans.Hosting;
+using Orleans.Runtime;
 using Orleans.Runtime.Placement;
 using Orleans.Runtime.Hosting;
 using Orleans.Storage;
@@ -38,6 +40,8 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<PartitionStore>();
         services.TryAddSingleton<WalSyncLoop>();
         services.TryAddSingleton<DEngineMetrics>();
+        services.TryAddSingleton<DataRootLock>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();

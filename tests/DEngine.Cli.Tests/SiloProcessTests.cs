@@ -1,0 +1,52 @@
+namespace DEngine.Cli.Tests;
+
+/// <summary>The silo executable's own contract: bad configuration and a shared data directory are clear errors.</summary>
+public sealed class SiloProcessTests(SiloFixture silo) : IClassFixture<SiloFixture>
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
+
+    [Theory]
+    [InlineData("--partitions", "0", "DEngine:Partitions")]
+    [InlineData("--partitions", "abc", "DEngine:Partitions")]
+    [InlineData("--silo-port", "70000", "Silo:SiloPort")]
+    [InlineData("--primary", "nonsense", "Silo:Primary")]
+    [InlineData("--DEngine:MaxValueBytes", "-1", "DEngine:MaxValueBytes")]
+    public async Task A_bad_configuration_value_stops_the_silo_with_one_line_naming_the_key_and_exit_2(string flag, string value, string key)
+    {
+        var data = Path.Combine(Path.GetTempPath(), "dengine-badconfig-" + Guid.NewGuid().ToString("N"));
+        var result = await ProcessRunner.RunAsync(ProcessRunner.SiloDll, ["--data-dir", data, "--no-dashboard", flag, value], Timeout);
+
+        Assert.Equal(2, result.ExitCode);
+        var error = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(key, error);
+        Assert.DoesNotContain("   at ", result.Stderr);
+        Assert.False(Directory.Exists(data), "a rejected configuration must not create the data directory");
+    }
+
+    [Fact]
+    public async Task An_unknown_silo_flag_is_rejected_with_exit_2()
+    {
+        var result = await ProcessRunner.RunAsync(ProcessRunner.SiloDll, ["--no-such-flag"], Timeout);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--no-such-flag", result.Stderr);
+    }
+
+    [Fact]
+    public async Task A_second_silo_on_the_same_data_directory_stops_with_a_clear_error_and_the_first_keeps_serving()
+    {
+        var key = "shared-dir-" + Guid.NewGuid().ToString("N");
+        Assert.Equal(0, (await silo.CliAsync("put", key, "before")).ExitCode);
+
+        var second = await ProcessRunner.RunAsync(ProcessRunner.SiloDll,
+            ["--data-dir", silo.DataDir, "--silo-port", SiloFixture.FreePort().ToString(), "--gateway-port", SiloFixture.FreePort().ToString(), "--no-dashboard"], Timeout);
+
+        Assert.Equal(2, second.ExitCode);
+        Assert.Contains("in use by another silo process", second.Stderr);
+        Assert.DoesNotContain("   at ", second.Stderr);
+        var get = await silo.CliAsync("get", key);
+        Assert.Equal(0, get.ExitCode);
+        Assert.Equal("before", get.Stdout.Trim());
+        Assert.Equal(0, (await silo.CliAsync("put", key, "after")).ExitCode);
+    }
+}
