@@ -45,7 +45,17 @@ public sealed partial class WalSyncLoop : IDisposable
         {
             if (_stopping)
             {
-                throw new DEngineException(DEngineErrorCode.NotServing, "The silo is shutting down. Retry against another silo.", machine.PartitionId);
+                // The loop is gone (silo shutting down) but the write is applied: sync it here
+                // rather than report a retryable error for a write that did take effect.
+                try
+                {
+                    machine.SyncWal();
+                    return Task.CompletedTask;
+                }
+                catch (Exception ex)
+                {
+                    return Task.FromException(ex);
+                }
             }
             _pending.Add(request);
             if (_pending.Count == 1)

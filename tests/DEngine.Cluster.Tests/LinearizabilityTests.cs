@@ -1,0 +1,103 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using DEngine.Cluster.Tests.Linearizability;
+
+namespace DEngine.Cluster.Tests;
+
+[Collection(ClusterCollection.Name)]
+public sealed class LinearizabilityTests(RedisClusterFixture cluster)
+{
+    [Fact]
+    public async Task Histories_of_eight_clients_across_a_silo_kill_9_and_restart_are_linearizable()
+    {
+        await cluster.EnsureAllRunningAsync();
+        var keys = Enumerable.Range(0, 6).Select(i => $"lin-{Guid.NewGuid():N}-{i}").ToArray();
+        var history = new ConcurrentBag<KvOperation>();
+        var completed = 0;
+        const int clients = 8;
+        const int opsPerClient = 120;
+        const int total = clients * opsPerClient;
+
+        var workers = Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            var random = new Random(c + 1);
+            var lastSeen = new Dictionary<string, string?>();
+            for (var i = 0; i < opsPerClient; i++)
+            {
+                var key = keys[random.Next(keys.Length)];
+                var kind = (KvOpKind)random.Next(4);
+                var value = $"c{c}-{i}";
+                lastSeen.TryGetValue(key, out var expected);
+                var op = await RunAsync(c, key, kind, value, expected);
+                if (op is not null)
+                {
+                    history.Add(op);
+                    if (op.Kind == KvOpKind.Get)
+                    {
+                        lastSeen[key] = op.Output;
+                    }
+                }
+                Interlocked.Increment(ref completed);
+            }
+        })).ToArray();
+
+        await WaitForAsync(() => Volatile.Read(ref completed) >= total / 3);
+        cluster.KillSilo(1);
+        await WaitForAsync(() => Volatile.Read(ref completed) >= 2 * total / 3);
+        await cluster.StartSiloAsync(1);
+        await Task.WhenAll(workers);
+
+        var result = LinearizabilityChecker.Check(history);
+        Assert.True(result.IsLinearizable, $"key {result.FailingKey} is not linearizable:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
+        Assert.True(history.Count(o => !o.OutcomeUnknown) > total / 2, $"only {history.Count} operations completed");
+    }
+
+    /// <summary>Runs one operation; null when it surely did not take effect (a retryable DEngine error) and observed nothing.</summary>
+    private async Task<KvOperation?> RunAsync(int client, string key, KvOpKind kind, string value, string? expected)
+    {
+        var db = cluster.LoadClient;
+        var k = Encoding.UTF8.GetBytes(key);
+        var call = Stopwatch.GetTimestamp();
+        try
+        {
+            switch (kind)
+            {
+                case KvOpKind.Put:
+                    await db.PutAsync(k, Encoding.UTF8.GetBytes(value));
+                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Value: value);
+                case KvOpKind.Delete:
+                    await db.DeleteAsync(k);
+                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp());
+                case KvOpKind.Get:
+                    var read = await db.GetAsync(k);
+                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Output: read is null ? null : Encoding.UTF8.GetString(read));
+                default:
+                    var swapped = await db.CompareAndSwapAsync(k, expected is null ? null : Encoding.UTF8.GetBytes(expected), Encoding.UTF8.GetBytes(value));
+                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Value: value, Expected: expected, Swapped: swapped);
+            }
+        }
+        catch (DEngineException ex) when (ex.IsRetryable)
+        {
+            return null; // retryable errors guarantee the request was not applied
+        }
+        catch (Exception ex) when (ex is OrleansException or TimeoutException)
+        {
+            // Unknown outcome: it may take effect at any point after its call, or never.
+            return kind == KvOpKind.Get ? null : new KvOperation(client, key, kind, call, long.MaxValue, Value: value, Expected: expected);
+        }
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException("the workload did not progress within 120 s");
+            }
+            await Task.Delay(20);
+        }
+    }
+}
