@@ -717,14 +717,23 @@ public sealed partial class RocksDbStateMachine : IStateMachine
 
     private UseScope EnterServing()
     {
+        // Checked before taking the lock too, so a read during a snapshot switch fails fast instead of
+        // queueing behind the switch.
+        if (!_serving)
+        {
+            throw NotServingError();
+        }
         var scope = EnterUse();
         if (!_serving)
         {
             scope.Dispose();
-            throw new DEngineException(DEngineErrorCode.NotServing, "The state machine is not serving (stopped or installing a snapshot). Retry shortly.", PartitionId);
+            throw NotServingError();
         }
         return scope;
     }
+
+    private DEngineException NotServingError() =>
+        new(DEngineErrorCode.NotServing, "The state machine is not serving (stopped or installing a snapshot). Retry shortly.", PartitionId);
 
     private readonly struct UseScope(ReaderWriterLockSlim gate) : IDisposable
     {
