@@ -165,7 +165,7 @@ public sealed partial class RocksDbStateMachine
             {
                 DurableFiles.DeleteIfExists(old.Directory);
             }
-            catch (IOException)
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 // Retention is best effort; the next snapshot tries again.
             }

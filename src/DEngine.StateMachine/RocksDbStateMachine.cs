@@ -521,6 +521,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <inheritdoc />
     public void Reset()
     {
+        // The snapshot gate first (the order CreateSnapshot and InstallSnapshot take): a snapshot being
+        // created cannot record its metadata into the reset database.
+        lock (_snapshotGate)
         lock (_applyGate)
         {
             _lifecycle.EnterWriteLock();
