@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using DEngine.Protos.Client;
 using DEngine.Protos.Common;
 using DEngine.Protos.Storage;
+using DEngine.StateMachine.Snapshots;
 using Google.Protobuf;
 using RocksDbSharp;
 
@@ -14,6 +15,12 @@ namespace DEngine.StateMachine;
 /// expired keys by a range scan). Every chunk is one WriteBatch that carries its data, TTL-index
 /// changes and the new applied position.
 /// </summary>
+/// <remarks>
+/// The path given to the constructor is the partition directory (see <see cref="PartitionLayout"/>):
+/// the live database is <c>db-{generation}/</c> inside it, named by the pointer file <c>CURRENT-DB</c>,
+/// and snapshots live in <c>snapshots/</c>. Installing a snapshot prepares a new generation and switches
+/// the pointer atomically.
+/// </remarks>
 public sealed partial class RocksDbStateMachine : IStateMachine
 {
     internal const string DataFamily = "state_machine";
@@ -25,6 +32,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private static readonly byte[] SnapshotMetadataKey = "snapshot_metadata"u8.ToArray();
 
     private readonly string _path;
+    private readonly PartitionLayout _layout;
+    private readonly FileStream _partitionLock;
     private readonly RocksDbStateMachineOptions _options;
     private readonly Cache _blockCache;
 
@@ -43,25 +52,49 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private LogPosition _lastApplied;
     private ulong _durableIndex;
     private SnapshotMetadata? _snapshotMetadata;
+    private long _generation;
 
-    /// <summary>Opens (creating if missing) the state machine stored in <paramref name="path"/>. It serves at once.</summary>
-    /// <exception cref="DEngineException">StorageFailure when RocksDB cannot open the directory (for example another process holds its lock).</exception>
+    /// <summary>
+    /// Opens (creating if missing) the state machine of the partition directory <paramref name="path"/>.
+    /// Generation directories the pointer file does not name (an interrupted install) are deleted. It serves at once.
+    /// </summary>
+    /// <exception cref="DEngineException">StorageFailure when the directory cannot be opened (for example another process holds its lock).</exception>
     public RocksDbStateMachine(string path, RocksDbStateMachineOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         _path = Path.GetFullPath(path);
         _options = options ?? new RocksDbStateMachineOptions();
         _options.Validate();
-        _blockCache = _options.SharedBlockCache ?? Cache.CreateLru(_options.BlockCacheBytes);
-        Open();
+        _layout = new PartitionLayout(_path, _options.PartitionId);
+        _partitionLock = _layout.Lock();
+        try
+        {
+            _generation = _layout.Recover();
+            _blockCache = _options.SharedBlockCache ?? Cache.CreateLru(_options.BlockCacheBytes);
+            Open();
+        }
+        catch
+        {
+            _partitionLock.Dispose();
+            throw;
+        }
         _serving = true;
     }
 
     /// <inheritdoc />
     public int PartitionId => _options.PartitionId;
 
-    /// <summary>The directory holding the database.</summary>
+    /// <summary>The partition directory given to the constructor (same as <see cref="PartitionPath"/>).</summary>
     public string DataPath => _path;
+
+    /// <summary>The partition directory: pointer file, database generations and snapshots.</summary>
+    public string PartitionPath => _path;
+
+    /// <summary>The directory of the live RocksDB database (<c>{PartitionPath}/db-{generation}</c>); changes when a snapshot is installed or the machine is reset.</summary>
+    public string DatabasePath => _layout.GenerationPath(Volatile.Read(ref _generation));
+
+    /// <summary>The live database generation (the number in <see cref="DatabasePath"/>).</summary>
+    public long Generation => Volatile.Read(ref _generation);
 
     /// <inheritdoc />
     public bool IsRunning => _serving && _db is not null;
@@ -510,6 +543,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <inheritdoc />
     public void Reset()
     {
+        // The snapshot gate first (the order CreateSnapshot and InstallSnapshot take): a snapshot being
+        // created cannot record its metadata into the reset database.
+        lock (_snapshotGate)
         lock (_applyGate)
         {
             _lifecycle.EnterWriteLock();
@@ -517,8 +553,21 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             {
                 ThrowIfClosed();
                 Close();
-                Directory.Delete(_path, recursive: true);
+                // A fresh, empty generation replaces the live one; the pointer switch is the atomic step,
+                // so a crash leaves either the old data or the empty database, never a half-deleted one.
+                var old = _generation;
+                try
+                {
+                    _layout.WritePointer(old + 1);
+                }
+                catch
+                {
+                    Open();
+                    throw;
+                }
+                Volatile.Write(ref _generation, old + 1);
                 Open();
+                DeleteGenerationQuietly(old);
             }
             finally
             {
@@ -548,6 +597,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                     }
                     Close();
                 }
+                _partitionLock.Dispose();
             }
             finally
             {
@@ -558,9 +608,11 @@ public sealed partial class RocksDbStateMachine : IStateMachine
 
     // ---------------------------------------------------------------- internals
 
-    private void Open()
+    private void Open() => Attach(OpenRocks(DatabasePath));
+
+    /// <summary>Opens (creating if missing) a RocksDB database with the engine's column families and options.</summary>
+    private RocksDb OpenRocks(string directory)
     {
-        Directory.CreateDirectory(_path);
         var dbOptions = new DbOptions()
             .SetCreateIfMissing(true)
             .SetCreateMissingColumnFamilies(true)
@@ -575,15 +627,21 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         };
         try
         {
-            _db = RocksDb.Open(dbOptions, _path, families);
+            return RocksDb.Open(dbOptions, directory, families);
         }
         catch (RocksDbException ex)
         {
             var hint = ex.Message.Contains("lock", StringComparison.OrdinalIgnoreCase)
                 ? " Another process (or another open state machine) is using this directory; stop it or choose another data directory."
                 : " Check that the directory is readable, writable and holds a DEngine database.";
-            throw new DEngineException(DEngineErrorCode.StorageFailure, $"Cannot open the database at '{_path}': {ex.Message}.{hint}", PartitionId, inner: ex);
+            throw new DEngineException(DEngineErrorCode.StorageFailure, $"Cannot open the database at '{directory}': {ex.Message}.{hint}", PartitionId, inner: ex);
         }
+    }
+
+    /// <summary>Makes <paramref name="db"/> the live database and loads its applied position and snapshot metadata.</summary>
+    private void Attach(RocksDb db)
+    {
+        _db = db;
         _data = _db.GetColumnFamily(DataFamily);
         _meta = _db.GetColumnFamily(MetaFamily);
         _ttl = _db.GetColumnFamily(TtlFamily);
@@ -623,6 +681,21 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         new ColumnFamilyOptions()
             .SetWriteBufferSize(_options.AuxWriteBufferSize)
             .SetBlockBasedTableFactory(new BlockBasedTableOptions().SetBlockCache(_blockCache));
+
+    private void DeleteGenerationQuietly(long generation)
+    {
+        try
+        {
+            DurableFiles.DeleteIfExists(_layout.GenerationPath(generation));
+        }
+        catch (IOException)
+        {
+            // Not live any more: the next open deletes what is left.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
 
     private void Close()
     {
@@ -669,14 +742,23 @@ public sealed partial class RocksDbStateMachine : IStateMachine
 
     private UseScope EnterServing()
     {
+        // Checked before taking the lock too, so a read during a snapshot switch fails fast instead of
+        // queueing behind the switch.
+        if (!_serving)
+        {
+            throw NotServingError();
+        }
         var scope = EnterUse();
         if (!_serving)
         {
             scope.Dispose();
-            throw new DEngineException(DEngineErrorCode.NotServing, "The state machine is not serving (stopped or installing a snapshot). Retry shortly.", PartitionId);
+            throw NotServingError();
         }
         return scope;
     }
+
+    private DEngineException NotServingError() =>
+        new(DEngineErrorCode.NotServing, "The state machine is not serving (stopped or installing a snapshot). Retry shortly.", PartitionId);
 
     private readonly struct UseScope(ReaderWriterLockSlim gate) : IDisposable
     {

@@ -57,6 +57,12 @@ public sealed class RocksDbStateMachineOptions
     /// <summary>Write buffer of the small metadata and TTL-index column families. Default 4 MiB.</summary>
     public ulong AuxWriteBufferSize { get; set; } = 4UL << 20;
 
+    /// <summary>A snapshot is due after this many applied entries since the last one (see <see cref="RocksDbStateMachine.ShouldSnapshot"/>); 0 turns the policy off. Default 10,000.</summary>
+    public ulong SnapshotEveryEntries { get; set; } = 10_000;
+
+    /// <summary>Snapshots kept on disk after a new one is taken; older ones are deleted. Default 2.</summary>
+    public int SnapshotsToKeep { get; set; } = 2;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
     public void Validate()
     {
@@ -79,6 +85,10 @@ public sealed class RocksDbStateMachineOptions
         if (MaxBackgroundJobs < 1)
         {
             throw new ArgumentException($"{nameof(MaxBackgroundJobs)} must be at least 1.", nameof(MaxBackgroundJobs));
+        }
+        if (SnapshotsToKeep < 1)
+        {
+            throw new ArgumentException($"{nameof(SnapshotsToKeep)} must be at least 1 (was {SnapshotsToKeep}).", nameof(SnapshotsToKeep));
         }
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
     }

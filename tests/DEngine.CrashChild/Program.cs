@@ -5,11 +5,15 @@ using DEngine.StateMachine;
 // Crash-test child. Usage:
 //   DEngine.CrashChild mixed <dir>            apply CrashWorkload.MixedChunk chunks
 //   DEngine.CrashChild ttl <dir> <clockUnixMs> apply CrashWorkload.TtlChunk chunks
+//   DEngine.CrashChild install <dir> <snapshotDirA> <snapshotDirB>
+//                                             install B, A, B, A, ... (forced) into <dir>
 // Prints "start <lastAppliedIndex>", then, after each ApplyChunk has returned (fsynced), the chunk's
-// last index, one per line, flushed. It runs until it is killed, its stdout closes or a cap is hit.
-if (args.Length < 2 || (args[0] == "ttl" && args.Length < 3))
+// last index, one per line, flushed. In install mode it prints "step <name>" as each install step is
+// reached and "installed <index>" after each install. It runs until it is killed, its stdout closes
+// or a cap is hit.
+if (args.Length < 2 || (args[0] == "ttl" && args.Length < 3) || (args[0] == "install" && args.Length < 4))
 {
-    Console.Error.WriteLine("usage: DEngine.CrashChild mixed <dir> | ttl <dir> <clockUnixMs>");
+    Console.Error.WriteLine("usage: DEngine.CrashChild mixed <dir> | ttl <dir> <clockUnixMs> | install <dir> <snapshotDirA> <snapshotDirB>");
     return 2;
 }
 
@@ -21,6 +25,10 @@ var options = new RocksDbStateMachineOptions
     MaxBackgroundJobs = 2,
 };
 using var machine = new RocksDbStateMachine(args[1], options);
+if (args[0] == "install")
+{
+    return InstallLoop.Run(machine, args[2], args[3]);
+}
 var clock = args[0] == "ttl" ? ulong.Parse(args[2], CultureInfo.InvariantCulture) : 0;
 var next = machine.LastApplied.Index + 1;
 var stdout = Console.Out;

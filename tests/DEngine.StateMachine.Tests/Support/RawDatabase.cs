@@ -1,9 +1,14 @@
 using System.Security.Cryptography;
+using DEngine.StateMachine.Snapshots;
 using RocksDbSharp;
 
 namespace DEngine.StateMachine.Tests.Support;
 
-/// <summary>Reads a closed engine's directory directly with RocksDbSharp, bypassing the engine.</summary>
+/// <summary>
+/// Reads a closed engine's live database directly with RocksDbSharp, bypassing the engine. Paths are
+/// partition directories (what the engine was opened on); the live generation is found through its
+/// CURRENT-DB pointer file.
+/// </summary>
 public static class RawDatabase
 {
     /// <summary>The engine's column families, in the order they are digested.</summary>
@@ -44,8 +49,17 @@ public static class RawDatabase
         sha.AppendData(bytes);
     }
 
-    private static RocksDb OpenReadOnly(string path)
+    /// <summary>The live database directory of the partition directory <paramref name="partitionPath"/>.</summary>
+    public static string LiveDatabasePath(string partitionPath)
     {
+        var layout = new PartitionLayout(partitionPath, 0);
+        var generation = layout.ReadPointer() ?? throw new InvalidOperationException($"{partitionPath} has no {PartitionLayout.PointerFileName} file");
+        return layout.GenerationPath(generation);
+    }
+
+    private static RocksDb OpenReadOnly(string partitionPath)
+    {
+        var path = LiveDatabasePath(partitionPath);
         var families = new ColumnFamilies();
         foreach (var family in Families)
         {
