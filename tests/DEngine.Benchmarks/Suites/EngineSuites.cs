@@ -10,7 +10,7 @@ namespace DEngine.Benchmarks.Suites;
 /// <summary>The engine against raw RocksDB, single-threaded, same process, same disk.</summary>
 public static class EngineSuites
 {
-    private const int Rounds = 2;
+    private const int Rounds = 4;
 
     /// <summary>apply: chunks of 1000 entries, fsync per chunk, vs a raw synced WriteBatch of the same 1000 puts.</summary>
     public static CaseResult Apply(BenchOptions o) => ApplyCase(o, "apply", "1000 entries/chunk, fsync per chunk", 1000);
