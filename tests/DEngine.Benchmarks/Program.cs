@@ -23,7 +23,7 @@ catch (ArgumentException ex)
 }
 
 var machine = Machine.Describe();
-Console.WriteLine($"DEngine benchmarks {(options.Quick ? "(quick) " : "")}— {machine["cpu"]}, {machine["cores"]} cores, {machine["memory"]}, .NET {RuntimeInformation.FrameworkDescription}");
+Console.WriteLine($"DEngine benchmarks {(options.Quick ? "(quick) " : "")}— {machine["cpu"]}, {machine["cores"]} cores, {machine["memory"]}, {RuntimeInformation.FrameworkDescription}");
 Console.WriteLine($"suites: {string.Join(' ', options.Suites)}; {options.Seconds.ToString(CultureInfo.InvariantCulture)} s measured per phase after {options.WarmupSeconds.ToString(CultureInfo.InvariantCulture)} s warm-up");
 
 var results = new List<CaseResult>();
