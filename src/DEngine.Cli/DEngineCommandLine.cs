@@ -68,6 +68,7 @@ internal static class DEngineCommandLine
         root.Subcommands.Add(PartitionCommand());
         root.Subcommands.Add(TtlCommand());
         root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(SnapshotCommand());
         return root;
     }
 
@@ -205,10 +206,71 @@ internal static class DEngineCommandLine
         return command;
     }
 
+    private static Argument<int> PartitionArgument() => new("P") { Description = "The partition id (0 .. partitions-1)." };
+
+    private static Command SnapshotCommand()
+    {
+        var create = new Command("create", "Take a snapshot of partition P now; prints NAME<TAB>INDEX/TERM<TAB>BYTES<TAB>SHA256.");
+        var createPartition = PartitionArgument();
+        create.Arguments.Add(createPartition);
+        create.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ => async (client, token) =>
+        {
+            var snapshot = await client.CreateSnapshotAsync(parse.GetRequiredValue(createPartition), token);
+            await Console.Out.WriteLineAsync(SnapshotLine(snapshot));
+            return ExitCodes.Success;
+        }));
+
+        var list = new Command("list", "List the snapshots partition P keeps, oldest first: NAME<TAB>INDEX/TERM<TAB>BYTES<TAB>SHA256 per line.");
+        var listPartition = PartitionArgument();
+        list.Arguments.Add(listPartition);
+        list.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ => async (client, token) =>
+        {
+            foreach (var snapshot in await client.ListSnapshotsAsync(parse.GetRequiredValue(listPartition), token))
+            {
+                await Console.Out.WriteLineAsync(SnapshotLine(snapshot));
+            }
+            return ExitCodes.Success;
+        }));
+
+        return new Command("snapshot", "Create or list a partition's snapshots (verified RocksDB checkpoints).") { create, list };
+    }
+
+    private static string SnapshotLine(DEngine.Orleans.SnapshotSummary s) =>
+        string.Create(CultureInfo.InvariantCulture, $"{s.Name}\t{s.Index}/{s.Term}\t{s.Bytes}\t{s.ChecksumHex}");
+
+    private static Command MoveCommand()
+    {
+        var partition = PartitionArgument();
+        var to = new Option<string>("--to") { Description = "Name of the silo to move the partition to (see `dengine status`).", HelpName = "SILO", Required = true };
+        var command = new Command("move", "Move partition P to silo SILO: the data is fetched from its current silo, then the partition serves there. Shows progress; prints the transfer summary.") { partition, to };
+        command.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ => async (client, token) =>
+        {
+            var p = parse.GetRequiredValue(partition);
+            var silo = parse.GetRequiredValue(to);
+            var lastShown = TimeSpan.Zero;
+            var progress = new Progress<TimeSpan>(elapsed =>
+            {
+                if (elapsed - lastShown >= TimeSpan.FromSeconds(2))
+                {
+                    lastShown = elapsed;
+                    Console.Error.WriteLine($"moving partition {p} to {silo}: {elapsed.TotalSeconds:0} s");
+                }
+            });
+            var status = await client.MovePartitionAsync(p, silo, TimeSpan.FromMinutes(10), progress, token);
+            var moved = status.LastTransfer is { } t
+                ? string.Create(CultureInfo.InvariantCulture, $"moved partition {p} to {silo}: {t.Bytes} bytes in {t.Seconds:0.00} s ({t.MegabytesPerSecond:0.0} MB/s), applied {status.AppliedIndex}/{status.AppliedTerm}, epoch {status.Epoch}")
+                : $"partition {p} is on {silo}";
+            await Console.Out.WriteLineAsync(moved);
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
     private static Command PartitionCommand()
     {
         var key = KeyArgument();
-        var command = new Command("partition", "Print the id of the partition that holds KEY (XxHash64 of the key bytes mod the cluster's partition count).") { key };
+        var command = new Command("partition", "Print the id of the partition that holds KEY (XxHash64 of the key bytes mod the cluster's partition count); `partition move` moves a partition.") { key };
+        command.Subcommands.Add(MoveCommand());
         command.SetAction((parse, ct) => ExecuteAsync(parse, ct, codec =>
         {
             var k = codec.Decode(parse.GetRequiredValue(key), "KEY");

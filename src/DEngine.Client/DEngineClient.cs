@@ -144,6 +144,75 @@ public sealed class DEngineClient
         }));
     }
 
+    /// <summary>Status of partition <paramref name="partition"/>.</summary>
+    public async Task<PartitionStatus> GetPartitionStatusAsync(int partition, CancellationToken cancellationToken = default)
+    {
+        var grain = await PartitionGrainAsync(partition);
+        return await RetryAsync(() => grain.GetStatus(), cancellationToken);
+    }
+
+    /// <summary>Takes a snapshot of <paramref name="partition"/> now.</summary>
+    public async Task<SnapshotSummary> CreateSnapshotAsync(int partition, CancellationToken cancellationToken = default)
+    {
+        var grain = await PartitionGrainAsync(partition);
+        return await RetryAsync(() => grain.CreateSnapshot(), cancellationToken);
+    }
+
+    /// <summary>The snapshots <paramref name="partition"/> keeps, oldest first.</summary>
+    public async Task<SnapshotSummary[]> ListSnapshotsAsync(int partition, CancellationToken cancellationToken = default)
+    {
+        var grain = await PartitionGrainAsync(partition);
+        return await RetryAsync(() => grain.ListSnapshots(), cancellationToken);
+    }
+
+    /// <summary>
+    /// Moves <paramref name="partition"/> to the silo named <paramref name="siloName"/> and waits until
+    /// it serves there (or <paramref name="timeout"/> passes). <paramref name="progress"/> hears the
+    /// elapsed time while it waits. Returns the partition's status on the new silo.
+    /// </summary>
+    public async Task<PartitionStatus> MovePartitionAsync(int partition, string siloName, TimeSpan timeout, IProgress<TimeSpan>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var grain = await PartitionGrainAsync(partition);
+        await RetryAsync(async () =>
+        {
+            await grain.MoveTo(siloName);
+            return true;
+        }, cancellationToken);
+        var started = _options.TimeProvider.GetTimestamp();
+        while (true)
+        {
+            var elapsed = _options.TimeProvider.GetElapsedTime(started);
+            try
+            {
+                var status = await grain.GetStatus();
+                if (status.Silo.StartsWith(siloName + " ", StringComparison.Ordinal))
+                {
+                    return status;
+                }
+            }
+            catch (DEngineException ex) when (ex.IsRetryable)
+            {
+                // Moving: the new activation is fetching the data.
+            }
+            if (elapsed > timeout)
+            {
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {partition} did not arrive on silo '{siloName}' within {timeout.TotalSeconds:0} s; it keeps moving in the background. Check `dengine status`.", partition);
+            }
+            progress?.Report(elapsed);
+            await Task.Delay(TimeSpan.FromMilliseconds(250), _options.TimeProvider, cancellationToken);
+        }
+    }
+
+    private async Task<IStateMachineGrain> PartitionGrainAsync(int partition)
+    {
+        var partitions = await GetPartitionCountAsync();
+        if (partition < 0 || partition >= partitions)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {partition} does not exist: the cluster has partitions 0..{partitions - 1}.");
+        }
+        return _grains.GetGrain<IStateMachineGrain>(partition);
+    }
+
     private async Task<IStateMachineGrain> GrainForAsync(byte[] key)
     {
         ArgumentNullException.ThrowIfNull(key);

@@ -60,6 +60,20 @@ public interface IStateMachineGrain : IGrainWithIntegerKey
     /// </summary>
     Task<int> CleanupExpired();
 
+    /// <summary>Takes a snapshot now (a verified RocksDB checkpoint labelled with the last applied entry).</summary>
+    Task<SnapshotSummary> CreateSnapshot();
+
+    /// <summary>The snapshots this partition keeps, oldest first.</summary>
+    [ReadOnly]
+    Task<SnapshotSummary[]> ListSnapshots();
+
+    /// <summary>
+    /// Moves the partition to the silo named <paramref name="siloName"/>: this activation closes, and
+    /// the new one there fetches the data from this silo before it serves. Returns at once; watch
+    /// <see cref="GetStatus"/> for the new silo and the transfer report.
+    /// </summary>
+    Task MoveTo(string siloName);
+
     /// <summary>Applied position, epoch, hosting silo, estimated key count and latest snapshot.</summary>
     [ReadOnly]
     Task<PartitionStatus> GetStatus();

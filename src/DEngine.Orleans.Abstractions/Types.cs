@@ -36,7 +36,8 @@ public sealed record PartitionStatus(
     [property: Id(7)] ulong? SnapshotTerm,
     [property: Id(8)] long ChunksApplied,
     [property: Id(9)] long WritesApplied,
-    [property: Id(10)] long KeysExpired);
+    [property: Id(10)] long KeysExpired,
+    [property: Id(11)] TransferReport? LastTransfer);
 
 /// <summary>The TTL state of a key.</summary>
 [GenerateSerializer, Immutable, Alias("dengine.KeyTtl")]

@@ -29,17 +29,17 @@ public sealed class DEngineOptions
     /// <summary>Most client writes committed in one chunk. Default 4096.</summary>
     public int MaxChunkEntries { get; set; } = 4096;
 
+    /// <summary>
+    /// Dedicated threads that fsync partitions' write-ahead logs (group commit). Partitions are
+    /// spread over them, so fsyncs of different partitions overlap. Default 4.
+    /// </summary>
+    public int SyncThreads { get; set; } = 4;
+
     /// <summary>Block cache shared by all partitions of the silo, MiB. Default 256.</summary>
     public int BlockCacheMiB { get; set; } = 256;
 
     /// <summary>Memtable size of each partition's data column family, MiB. Default 64.</summary>
     public int WriteBufferMiB { get; set; } = 64;
-
-    /// <summary>
-    /// Stable identity of this silo for partition ownership (survives restarts, unlike the silo
-    /// address). Default: the Orleans silo name.
-    /// </summary>
-    public string? SiloIdentity { get; set; }
 
     /// <summary>TTL (lease) settings.</summary>
     public LeaseOptions Lease { get; set; } = new();
@@ -70,6 +70,10 @@ public sealed class DEngineOptions
         if (MaxChunkEntries is < 1 or > 100_000)
         {
             return $"{SectionName}:{nameof(MaxChunkEntries)} must be between 1 and 100000 (was {MaxChunkEntries}).";
+        }
+        if (SyncThreads is < 1 or > 64)
+        {
+            return $"{SectionName}:{nameof(SyncThreads)} must be between 1 and 64 (was {SyncThreads}).";
         }
         if (BlockCacheMiB < 1)
         {

@@ -57,10 +57,53 @@ public class ClusterFixture : IAsyncLifetime
         Cluster = builder.Build();
         await Cluster.DeployAsync();
         Client = Cluster.Client.ServiceProvider.GetRequiredService<DEngineClient>();
+        for (var i = 0; i < Cluster.Silos.Count; i++)
+        {
+            _live[Cluster.Silos[i].Name] = (Cluster.Silos[i], i);
+        }
     }
+
+    private readonly Dictionary<string, (InProcessSiloHandle Handle, int Instance)> _live = [];
+    private readonly Dictionary<string, int> _stopped = [];
+
+    /// <summary>Names of the silos running now (the first is the primary, which tests never stop).</summary>
+    public IReadOnlyList<string> LiveSilos => [.. _live.OrderBy(p => p.Value.Instance).Select(p => p.Key)];
+
+    /// <summary>Stops a silo: gracefully (it hands its partitions over) or, with <paramref name="kill"/>, without the handover.</summary>
+    public async Task StopSiloAsync(string name, bool kill = false)
+    {
+        var (handle, instance) = _live[name];
+        _live.Remove(name);
+        _stopped[name] = instance;
+        if (kill)
+        {
+            await Cluster.KillSiloAsync(handle);
+        }
+        else
+        {
+            await Cluster.StopSiloAsync(handle);
+        }
+    }
+
+    /// <summary>Starts a stopped silo again under its name, on its data directory.</summary>
+    public async Task StartSiloAsync(string name)
+    {
+        var instance = _stopped[name];
+        _stopped.Remove(name);
+        var handle = await Cluster.StartSiloAsync(instance, Cluster.Options);
+        _live[name] = (handle, instance);
+    }
+
+    /// <summary>The silo name in a partition status ("NAME (ADDRESS)").</summary>
+    public static string SiloOf(PartitionStatus status) => status.Silo[..status.Silo.IndexOf(' ', StringComparison.Ordinal)];
 
     public async Task DisposeAsync()
     {
+        // Silos started again by a test are not in the cluster's own list: stop them here.
+        foreach (var (handle, _) in _live.Values.Where(v => !Cluster.Silos.Contains(v.Handle)).ToArray())
+        {
+            await Cluster.StopSiloAsync(handle);
+        }
         await Cluster.DisposeAsync();
         try
         {

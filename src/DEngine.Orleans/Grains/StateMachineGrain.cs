@@ -1,6 +1,9 @@
 using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Placement;
+using DEngine.Orleans.Snapshots;
+using DEngine.Protos.Storage;
+using DEngine.StateMachine.Snapshots;
 using DEngine.Orleans.Storage;
 using DEngine.Protos.Client;
 using DEngine.Protos.Common;
@@ -11,6 +14,7 @@ using Microsoft.Extensions.Options;
 using Orleans;
 using Orleans.Concurrency;
 using Orleans.Runtime;
+using Orleans.Runtime.Placement;
 
 namespace DEngine.Orleans.Grains;
 
@@ -53,10 +57,13 @@ public sealed partial class StateMachineGrain(
     private string _identity = "";
     private string? _dataSilo;
     private bool _drainScheduled;
+    private bool _closing;
     private Task _lastSync = Task.CompletedTask;
     private long _chunks;
     private long _writes;
     private long _keysExpired;
+    private TransferReport? _lastTransfer;
+    private Task _snapshotTask = Task.CompletedTask;
     private IGrainTimer? _expiryTimer;
     private ulong _expiryTimerDue = ulong.MaxValue;
     private bool _reminderEnsured;
@@ -65,7 +72,8 @@ public sealed partial class StateMachineGrain(
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _partition = (int)this.GetPrimaryKeyLong();
-        _identity = _options.SiloIdentity ?? silo.Name;
+        // The silo name is the stable identity for ownership (the address changes on every start).
+        _identity = silo.Name;
         if (_partition < 0 || _partition >= _options.Partitions)
         {
             _unavailable = new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {_partition} does not exist: the cluster has partitions 0..{_options.Partitions - 1}.", _partition);
@@ -76,7 +84,20 @@ public sealed partial class StateMachineGrain(
         if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
         {
             _dataSilo = record.OwnerSilo;
-            Unavailable($"its data is on silo '{record.OwnerSilo}', which is not reachable from here. Retry; it serves again when that silo is back.");
+            if (!IsReachable(record.OwnerSilo))
+            {
+                Unavailable($"its data is on silo '{record.OwnerSilo}', which is down. Retry; it serves again when that silo is back.");
+                return;
+            }
+            try
+            {
+                await TakeOverAsync(owner, record);
+                _dataSilo = null;
+            }
+            catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
+            {
+                Unavailable($"moving its data from silo '{record.OwnerSilo}' failed ({ex.Message}). Retry; the transfer resumes where it stopped.");
+            }
             return;
         }
         try
@@ -105,6 +126,9 @@ public sealed partial class StateMachineGrain(
     /// <inheritdoc />
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        // From here on writes are refused (NotServing: retryable, not applied) instead of queued
+        // behind a drain that would never run.
+        _closing = true;
         if (_engine is null)
         {
             return;
@@ -122,6 +146,7 @@ public sealed partial class StateMachineGrain(
         {
             // Already reported to the writers that were waiting for it.
         }
+        await _snapshotTask;
         await CloseEngineAsync();
         LogDeactivated(_partition, reason.Description);
     }
@@ -136,16 +161,148 @@ public sealed partial class StateMachineGrain(
         }
     }
 
-    private bool IsActive(string siloIdentity)
+    private bool IsActive(string siloIdentity) => FindMember(siloIdentity, s => s == SiloStatus.Active) is not null;
+
+    private bool IsReachable(string siloIdentity) => FindMember(siloIdentity, SiloLiveness.IsReachable) is not null;
+
+    private SiloAddress? FindMember(string siloIdentity, Func<SiloStatus, bool> status)
     {
         foreach (var member in membership.CurrentSnapshot.Members.Values)
         {
-            if (member.Status == SiloStatus.Active && member.Name == siloIdentity)
+            if (member.Name == siloIdentity && status(member.Status))
             {
-                return true;
+                return member.SiloAddress;
             }
         }
-        return false;
+        return null;
+    }
+
+    // ------------------------------------------------------------ relocation
+
+    /// <summary>
+    /// This silo lacks the partition's current data: the silo that has it takes a fresh checkpoint
+    /// (its database is closed there now), this one fetches it in verified chunks, installs it, and
+    /// only then takes ownership with a higher epoch. Until then it serves nothing.
+    /// </summary>
+    private async Task TakeOverAsync(IPartitionOwnerGrain owner, OwnershipRecord record)
+    {
+        var from = record.OwnerSilo!;
+        var server = GrainFactory.GetGrain<ISnapshotServerGrain>(from);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var offer = await server.PrepareHandover(_partition);
+        var engine = await Task.Run(() => store.Open(_partition));
+        try
+        {
+            var incomingRoot = Path.Combine(store.PartitionPath(_partition), "incoming");
+            var incoming = Path.Combine(incomingRoot, offer.Snapshot);
+            DeleteOtherTransfers(incomingRoot, offer.Snapshot);
+            var fetcher = new SnapshotFetcher(logger);
+            var refetched = await fetcher.FetchAsync(offer, (file, offset, length) => server.ReadChunk(_partition, offer.Snapshot, file, offset, length), incoming);
+            var metadata = new SnapshotMetadata
+            {
+                LastIncluded = new LogId { Index = offer.Index, Term = offer.Term },
+                Checksum = ByteString.CopyFrom(offer.Checksum),
+            };
+            // The snapshot is the current data by the ownership record, so it replaces whatever older
+            // data this silo kept from an earlier stay of the partition.
+            await Task.Run(() => engine.InstallSnapshot(incoming, metadata, force: true));
+            Directory.Delete(incoming, recursive: true);
+            var moved = await owner.Transfer(from, record.Epoch, _identity, Math.Max(offer.Term, engine.LastApplied.Term) + 1);
+            if (moved.OwnerSilo != _identity)
+            {
+                throw new DEngineException(DEngineErrorCode.StaleEpoch, $"ownership changed during the transfer (now silo '{moved.OwnerSilo}', epoch {moved.Epoch})", _partition);
+            }
+            _engine = engine;
+            _epoch = moved.Epoch;
+            _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
+            LogMoved(_partition, from, _identity, offer.TotalBytes, clock.Elapsed.TotalSeconds, _lastTransfer.MegabytesPerSecond, _epoch);
+            RearmExpiryTimer();
+        }
+        catch
+        {
+            await Task.Run(() => store.Close(engine));
+            throw;
+        }
+    }
+
+    private static void DeleteOtherTransfers(string incomingRoot, string keep)
+    {
+        if (!Directory.Exists(incomingRoot))
+        {
+            return;
+        }
+        foreach (var directory in Directory.EnumerateDirectories(incomingRoot))
+        {
+            if (Path.GetFileName(directory) != keep)
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public Task MoveTo(string siloName)
+    {
+        Serving();
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        if (siloName == _identity)
+        {
+            return Task.CompletedTask;
+        }
+        var target = FindMember(siloName, s => s == SiloStatus.Active)
+            ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"No active silo is named '{siloName}'. `dengine status` lists the silos.", _partition);
+        // Migration asks the placement director again; the hint makes it choose the target. The
+        // target's activation then fetches the data from here (see TakeOverAsync).
+        RequestContext.Set(IPlacementDirector.PlacementHintKey, target);
+        try
+        {
+            MigrateOnIdle();
+        }
+        finally
+        {
+            RequestContext.Remove(IPlacementDirector.PlacementHintKey);
+        }
+        return Task.CompletedTask;
+    }
+
+    // ------------------------------------------------------------ snapshots
+
+    /// <inheritdoc />
+    public async Task<SnapshotSummary> CreateSnapshot()
+    {
+        var engine = Serving();
+        var info = await Task.Run(engine.CreateSnapshot);
+        return Summary(info);
+    }
+
+    /// <inheritdoc />
+    public Task<SnapshotSummary[]> ListSnapshots()
+    {
+        var engine = Serving();
+        return Task.FromResult(engine.ListSnapshots().Select(Summary).ToArray());
+    }
+
+    private static SnapshotSummary Summary(SnapshotInfo info) =>
+        new(Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.FileCount, info.TotalBytes, Convert.ToHexString(info.Metadata.Checksum.Span).ToLowerInvariant());
+
+    /// <summary>The snapshot policy: every N applied entries, taken off the grain's turn (the engine holds writes only for the checkpoint call).</summary>
+    private void SnapshotIfDue(RocksDbStateMachine engine)
+    {
+        if (!_snapshotTask.IsCompleted || !engine.ShouldSnapshot())
+        {
+            return;
+        }
+        _snapshotTask = Task.Run(() =>
+        {
+            try
+            {
+                engine.CreateSnapshot();
+            }
+            catch (Exception ex) when (ex is DEngineException or IOException)
+            {
+                LogSnapshotFailed(_partition, ex);
+            }
+        });
     }
 
     private void Unavailable(string why) =>
@@ -164,7 +321,11 @@ public sealed partial class StateMachineGrain(
             }
             throw _unavailable;
         }
-        return _engine ?? throw new DEngineException(DEngineErrorCode.NotServing, "The partition is closing. Retry.", _partition);
+        if (_closing || _engine is null)
+        {
+            throw new DEngineException(DEngineErrorCode.NotServing, "The partition is closing (moving or its silo is stopping). Retry.", _partition);
+        }
+        return _engine;
     }
 
     // ------------------------------------------------------------ writes (interleaving: they only queue)
@@ -321,6 +482,7 @@ public sealed partial class StateMachineGrain(
         _writes += count;
         metrics.ChunkApplied(_partition, count);
         AfterApply(entries, results);
+        SnapshotIfDue(engine);
 
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
         var durable = WhenDurable(engine, entries[^1].Index);
@@ -575,7 +737,8 @@ public sealed partial class StateMachineGrain(
             snapshot?.Term,
             _chunks,
             _writes,
-            _keysExpired));
+            _keysExpired,
+            _lastTransfer));
     }
 
     private sealed class PendingWrite(WriteCommand command)
@@ -590,6 +753,12 @@ public sealed partial class StateMachineGrain(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The lease reminder could not be registered; expired keys are still cleaned while the partition is active. Configure a reminder service (e.g. UseInMemoryReminderService).")]
     private partial void LogReminderFailed(Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} moved from silo {From} to {To}: {Bytes} bytes in {Seconds:0.00} s ({MBps:0.0} MB/s), epoch {Epoch}.")]
+    private partial void LogMoved(int partition, string from, string to, long bytes, double seconds, double mbps, ulong epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: taking a scheduled snapshot failed.")]
+    private partial void LogSnapshotFailed(int partition, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} deactivated ({Reason}); its database is closed and flushed.")]
     private partial void LogDeactivated(int partition, string reason);

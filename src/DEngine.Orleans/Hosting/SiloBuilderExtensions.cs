@@ -2,6 +2,7 @@ using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Placement;
 using DEngine.Orleans.Serialization;
+using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -42,9 +43,11 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<DEngineMetrics>();
         services.TryAddSingleton<DataRootLock>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();
+        services.AddPlacementDirector<SiloIdentityPlacement, SiloIdentityPlacementDirector>();
         if (!services.Any(d => d.ServiceKey as string == PartitionOwnerGrain.StorageName && d.ServiceType == typeof(IGrainStorage)))
         {
             builder.AddMemoryGrainStorage(PartitionOwnerGrain.StorageName);

@@ -24,6 +24,13 @@ public interface IPartitionOwnerGrain : IGrainWithIntegerKey
     /// <paramref name="silo"/> when the claim was refused.
     /// </summary>
     Task<OwnershipRecord> Claim(string silo, ulong minEpoch);
+
+    /// <summary>
+    /// Moves ownership from <paramref name="from"/> to <paramref name="to"/> with a higher epoch, but
+    /// only if the record still names <paramref name="from"/> at <paramref name="expectedEpoch"/>
+    /// (compare-and-swap). Returns the record after the call.
+    /// </summary>
+    Task<OwnershipRecord> Transfer(string from, ulong expectedEpoch, string to, ulong minEpoch);
 }
 
 /// <summary>Stores the ownership record with Orleans grain persistence (storage <see cref="StorageName"/>).</summary>
@@ -49,6 +56,20 @@ public sealed class PartitionOwnerGrain(
             return current;
         }
         record.State = new OwnershipRecord(silo, Math.Max(current.Epoch + 1, minEpoch));
+        await record.WriteStateAsync();
+        return record.State;
+    }
+
+    /// <inheritdoc />
+    public async Task<OwnershipRecord> Transfer(string from, ulong expectedEpoch, string to, ulong minEpoch)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(to);
+        var current = Current;
+        if (current.OwnerSilo != from || current.Epoch != expectedEpoch)
+        {
+            return current;
+        }
+        record.State = new OwnershipRecord(to, Math.Max(current.Epoch + 1, minEpoch));
         await record.WriteStateAsync();
         return record.State;
     }

@@ -29,6 +29,11 @@ public sealed class DataAffinityPlacementDirector(IGrainFactory grains, ICluster
     public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var compatible = context.GetCompatibleSilos(target);
+        // An explicit move (MoveTo) names its target silo with the placement hint.
+        if (target.RequestContextData is { } data && data.TryGetValue(IPlacementDirector.PlacementHintKey, out var hint) && hint is SiloAddress hinted && compatible.Contains(hinted))
+        {
+            return hinted;
+        }
         var partition = target.GrainIdentity.GetIntegerKey();
         var record = await grains.GetGrain<IPartitionOwnerGrain>(partition).Get();
         var members = membership.CurrentSnapshot.Members;

@@ -36,6 +36,9 @@ public sealed class PartitionStore
     /// <summary>The clock used for TTL decisions.</summary>
     public TimeProvider Time => _time;
 
+    /// <summary>The partitions whose database is open on this silo now.</summary>
+    public IReadOnlyCollection<int> OpenPartitions => _open.Keys.ToArray();
+
     /// <summary>The directory of partition <paramref name="partition"/>.</summary>
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 

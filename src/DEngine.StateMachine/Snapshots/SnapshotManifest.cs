@@ -197,8 +197,11 @@ public sealed class SnapshotManifest
         return manifest;
     }
 
-    /// <summary>A listed name must be relative, '/'-separated, without empty, '.' or '..' segments, and not the manifest itself.</summary>
-    private static void CheckName(string name, int? partition)
+    /// <summary>
+    /// A listed name must be relative, '/'-separated, without empty, '.' or '..' segments, and not the
+    /// manifest itself; throws SnapshotRejected otherwise. Fetchers call it before writing a file.
+    /// </summary>
+    public static void CheckName(string name, int? partition = null)
     {
         if (name.Length == 0 || name.Contains('\\') || name.Contains('\0') || Path.IsPathRooted(name) || name.StartsWith('/'))
         {

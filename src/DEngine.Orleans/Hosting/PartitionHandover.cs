@@ -1,0 +1,86 @@
+using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Snapshots;
+using DEngine.Orleans.Storage;
+using Microsoft.Extensions.Logging;
+using Orleans;
+using Orleans.Runtime;
+
+namespace DEngine.Orleans.Hosting;
+
+/// <summary>
+/// Silo lifecycle duties of DEngine: when the silo becomes active it activates its snapshot server;
+/// when it shuts down gracefully it first hands every partition it hosts to another active silo
+/// (each target fetches the data from here), so the partitions keep serving while it is gone.
+/// </summary>
+public sealed partial class PartitionHandover(
+    IGrainFactory grains,
+    ILocalSiloDetails silo,
+    IClusterMembershipService membership,
+    PartitionStore store,
+    ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
+{
+    private static readonly TimeSpan HandoverTimeout = TimeSpan.FromSeconds(45);
+
+    /// <inheritdoc />
+    public void Participate(ISiloLifecycle lifecycle) =>
+        lifecycle.Subscribe(nameof(PartitionHandover), ServiceLifecycleStage.Active, OnStartAsync, OnStopAsync);
+
+    private Task OnStartAsync(CancellationToken cancellationToken) => grains.GetGrain<ISnapshotServerGrain>(silo.Name).Ping();
+
+    private async Task OnStopAsync(CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return; // an ungraceful stop: no time for a handover
+        }
+        var partitions = store.OpenPartitions.OrderBy(p => p).ToArray();
+        var targets = membership.CurrentSnapshot.Members.Values
+            .Where(m => m.Status == SiloStatus.Active && m.Name != silo.Name && !m.SiloAddress.Equals(silo.SiloAddress))
+            .Select(m => m.Name)
+            .OrderBy(n => n, StringComparer.Ordinal)
+            .ToArray();
+        if (partitions.Length == 0)
+        {
+            return;
+        }
+        if (targets.Length == 0)
+        {
+            LogNoTarget(partitions.Length);
+            return;
+        }
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(HandoverTimeout);
+        await Task.WhenAll(partitions.Select((partition, i) => HandOverAsync(partition, targets[i % targets.Length], timeout.Token)));
+    }
+
+    private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await grains.GetGrain<IStateMachineGrain>(partition).MoveTo(target);
+            var owner = grains.GetGrain<IPartitionOwnerGrain>(partition);
+            while (!cancellationToken.IsCancellationRequested)
+            {
+                if ((await owner.Get()).OwnerSilo == target)
+                {
+                    LogHandedOver(partition, target);
+                    return;
+                }
+                await Task.Delay(100, cancellationToken);
+            }
+        }
+        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or OperationCanceledException)
+        {
+            LogHandoverFailed(partition, target, ex);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shutdown: partition {Partition} handed over to silo {Target}.")]
+    private partial void LogHandedOver(int partition, string target);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: handing partition {Partition} to silo {Target} failed; it waits for this silo to return.")]
+    private partial void LogHandoverFailed(int partition, string target, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: no other active silo to take this silo's {Count} partitions; they wait for it to return.")]
+    private partial void LogNoTarget(int count);
+}

@@ -1,0 +1,112 @@
+using DEngine.Orleans.Storage;
+using DEngine.StateMachine;
+using DEngine.StateMachine.Snapshots;
+using Microsoft.Extensions.Logging;
+using Orleans;
+using Orleans.Concurrency;
+
+namespace DEngine.Orleans.Snapshots;
+
+/// <inheritdoc cref="ISnapshotServerGrain" />
+[Reentrant]
+[SiloIdentityPlacement]
+public sealed partial class SnapshotServerGrain(PartitionStore store, ILogger<SnapshotServerGrain> logger) : Grain, ISnapshotServerGrain
+{
+    /// <summary>Largest chunk served.</summary>
+    public const int MaxChunkBytes = 1024 * 1024;
+
+    private static readonly TimeSpan OpenPatience = TimeSpan.FromSeconds(20);
+
+    /// <inheritdoc />
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // Stay active for the silo's life: a silo that is shutting down cannot activate grains any
+        // more, yet must still serve the snapshots it hands over.
+        DelayDeactivation(TimeSpan.FromDays(3650));
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task Ping() => Task.CompletedTask;
+
+    /// <inheritdoc />
+    public async Task<SnapshotOffer> PrepareHandover(int partition)
+    {
+        // Heavy file work runs off the grain's turn; the grain keeps no state.
+        var info = await Task.Run(async () =>
+        {
+            var engine = await OpenWhenReleasedAsync(partition);
+            try
+            {
+                return engine.CreateSnapshot();
+            }
+            finally
+            {
+                store.Close(engine);
+            }
+        });
+        var manifest = await File.ReadAllBytesAsync(Path.Combine(info.Directory, SnapshotManifest.FileName));
+        LogPrepared(partition, Path.GetFileName(info.Directory), info.TotalBytes);
+        return new SnapshotOffer(partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes);
+    }
+
+    private async Task<RocksDbStateMachine> OpenWhenReleasedAsync(int partition)
+    {
+        var deadline = DateTime.UtcNow + OpenPatience;
+        while (true)
+        {
+            try
+            {
+                return store.Open(partition);
+            }
+            catch (DEngineException) when (DateTime.UtcNow < deadline)
+            {
+                // The partition's previous activation on this silo is still closing its database.
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<SnapshotChunkData> ReadChunk(int partition, string snapshot, string file, long offset, int length)
+    {
+        if (!SnapshotName.TryParse(snapshot, out _))
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"'{snapshot}' is not a snapshot name.", partition);
+        }
+        if (file != SnapshotManifest.FileName)
+        {
+            SnapshotManifest.CheckName(file, partition);
+        }
+        if (length is < 1 or > MaxChunkBytes || offset < 0)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Chunks are 1 byte to {MaxChunkBytes} bytes at a non-negative offset (asked {length} at {offset}).", partition);
+        }
+        var directory = Path.Combine(store.PartitionPath(partition), "snapshots", snapshot);
+        var path = Path.Combine(directory, file);
+        if (!File.Exists(path))
+        {
+            throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"Snapshot '{snapshot}' has no file '{file}' on this silo (deleted by retention?). Start the transfer again.", partition);
+        }
+        var buffer = new byte[length];
+        var read = 0;
+        await using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.Asynchronous))
+        {
+            stream.Position = offset;
+            while (read < length)
+            {
+                var n = await stream.ReadAsync(buffer.AsMemory(read, length - read));
+                if (n == 0)
+                {
+                    break;
+                }
+                read += n;
+            }
+        }
+        var data = read == length ? buffer : buffer.AsSpan(0, read).ToArray();
+        return new SnapshotChunkData(data, Crc32C.Compute(data));
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: checkpoint {Snapshot} ({Bytes} bytes) ready for handover.")]
+    private partial void LogPrepared(int partition, string snapshot, long bytes);
+}

@@ -1,0 +1,127 @@
+using System.Collections.Concurrent;
+using static DEngine.Orleans.Tests.Keys;
+
+namespace DEngine.Orleans.Tests;
+
+[Collection(RestartCollection.Name)]
+public sealed class RelocationTests(RestartClusterFixture fixture)
+{
+    private static readonly TimeSpan MoveTimeout = TimeSpan.FromSeconds(90);
+
+    private string OtherSiloThan(PartitionStatus status) => fixture.LiveSilos.First(name => name != ClusterFixture.SiloOf(status));
+
+    [Fact]
+    public async Task Moving_a_partition_to_another_silo_brings_every_key_its_ttls_and_the_applied_index()
+    {
+        const int partition = 3;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        var keys = Enumerable.Range(0, 200).Select(_ => InPartition(partition, "move")).ToArray();
+        await Task.WhenAll(keys.Select((k, i) => grain.Put(k, B("value-" + i), i < 10 ? 3600UL : 0UL)));
+        var ttlBefore = await Task.WhenAll(keys.Take(10).Select(k => grain.GetTtl(k)));
+        var before = await grain.GetStatus();
+        var target = OtherSiloThan(before);
+
+        var after = await fixture.Client.MovePartitionAsync(partition, target, MoveTimeout);
+
+        Assert.StartsWith(target + " ", after.Silo);
+        Assert.Equal(before.AppliedIndex, after.AppliedIndex);
+        Assert.True(after.Epoch > before.Epoch, $"epoch {before.Epoch} -> {after.Epoch}");
+        Assert.NotNull(after.LastTransfer);
+        Assert.True(after.LastTransfer!.Bytes > 0);
+        var values = await grain.GetMulti(keys);
+        Assert.All(values.Select((v, i) => (v, i)), p => Assert.Equal("value-" + p.i, S(p.v)));
+        var ttlAfter = await Task.WhenAll(keys.Take(10).Select(k => grain.GetTtl(k)));
+        Assert.Equal(ttlBefore.Select(t => t.ExpiresAtUnixMs), ttlAfter.Select(t => t.ExpiresAtUnixMs));
+
+        // It keeps taking writes where it is now, with the new epoch as term.
+        var index = await grain.Put(InPartition(partition, "after-move"), B("x"), 0);
+        Assert.Equal(after.AppliedIndex + 1, index);
+        Assert.Equal(after.Epoch, (await grain.GetStatus()).AppliedTerm);
+    }
+
+    [Fact]
+    public async Task A_snapshot_of_200_MB_moves_between_silos_in_chunks_below_the_message_size_limit()
+    {
+        const int partition = 1;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        var random = new Random(42);
+        var keys = new List<byte[]>();
+        for (var batch = 0; batch < 21; batch++)
+        {
+            var puts = Enumerable.Range(0, 10).Select(_ =>
+            {
+                var key = InPartition(partition, "big");
+                keys.Add(key);
+                var value = new byte[1_000_000];
+                random.NextBytes(value); // incompressible
+                return grain.Put(key, value, 0);
+            }).ToArray();
+            await Task.WhenAll(puts);
+        }
+        var before = await grain.GetStatus();
+        var target = OtherSiloThan(before);
+
+        var after = await fixture.Client.MovePartitionAsync(partition, target, MoveTimeout);
+
+        Assert.StartsWith(target + " ", after.Silo);
+        Assert.True(after.LastTransfer!.Bytes >= 200_000_000, $"only {after.LastTransfer.Bytes} bytes moved");
+        Assert.Equal(before.AppliedIndex, after.AppliedIndex);
+        var sample = keys.Where((_, i) => i % 25 == 0).ToArray();
+        var values = await grain.GetMulti(sample);
+        Assert.All(values, v => Assert.Equal(1_000_000, v!.Length));
+    }
+
+    [Fact]
+    public async Task A_gracefully_stopped_silo_hands_its_partitions_over_and_no_acknowledged_write_is_lost()
+    {
+        var statuses = await fixture.Client.GetStatusAsync();
+        var victim = fixture.LiveSilos.Skip(1).First(name => statuses.Any(st => ClusterFixture.SiloOf(st) == name));
+        var hosted = statuses.Where(st => ClusterFixture.SiloOf(st) == victim).Select(st => st.Partition).ToArray();
+
+        var acked = new ConcurrentDictionary<string, byte[]>();
+        var failures = new ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            for (var n = 0; !stop.IsCancellationRequested; n++)
+            {
+                var key = B($"handover/{w}/{n}/{Guid.NewGuid():N}");
+                try
+                {
+                    await fixture.Client.PutAsync(key, key);
+                    acked[S(key)] = key;
+                }
+                catch (Exception ex)
+                {
+                    failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
+                }
+            }
+        })).ToArray();
+        await WaitForAsync(() => acked.Count >= 200);
+
+        await fixture.StopSiloAsync(victim);
+        var afterStop = acked.Count;
+        await WaitForAsync(() => acked.Count >= afterStop + 200);
+        stop.Cancel();
+        await Task.WhenAll(writers);
+
+        // The stopped silo's partitions serve elsewhere, with all their data.
+        var now = await fixture.Client.GetStatusAsync();
+        Assert.All(hosted, p => Assert.NotEqual(victim, ClusterFixture.SiloOf(now[p])));
+        var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
+        Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+
+        await fixture.StartSiloAsync(victim);
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the write load did not progress within 60 s");
+            await Task.Delay(20);
+        }
+    }
+}
