@@ -49,6 +49,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private ColumnFamilyHandle _meta = null!;
     private ColumnFamilyHandle _ttl = null!;
     private volatile bool _serving;
+    private volatile bool _writeFailed;
+    private bool _disposed;
     private LogPosition _lastApplied;
     private ulong _durableIndex;
     private SnapshotMetadata? _snapshotMetadata;
@@ -252,6 +254,10 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         ArgumentNullException.ThrowIfNull(entries);
         lock (_applyGate)
         {
+            if (_writeFailed)
+            {
+                RecoverAfterWriteFailure();
+            }
             using var _ = EnterServing();
             var applied = _lastApplied;
             var firstNew = ValidateOrder(entries, applied.Index);
@@ -286,6 +292,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             }
             catch (RocksDbException ex)
             {
+                // RocksDB now refuses writes (a background error) until the database is reopened;
+                // reads keep working. The next apply reopens once there is room again.
+                _writeFailed = true;
                 throw new DEngineException(DEngineErrorCode.StorageFailure, $"RocksDB rejected the chunk's write ({ex.Message}). Nothing of the chunk was applied; check disk space and the data directory, then retry.", PartitionId, entries[firstNew].Index, ex);
             }
             WritePosition(new LogPosition(last.Index, last.Term));
@@ -585,6 +594,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             try
             {
                 _serving = false;
+                _disposed = true;
                 if (_db is not null)
                 {
                     try
@@ -603,6 +613,47 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             {
                 _lifecycle.ExitWriteLock();
             }
+        }
+    }
+
+    /// <summary>Free space needed before a failed database is reopened for writing.</summary>
+    private const long ReopenFreeBytes = 8L << 20;
+
+    /// <summary>
+    /// After a failed write (for example a full disk) RocksDB keeps refusing writes until it is
+    /// reopened. Reopen once the file system has room again; until then refuse the write with a clear
+    /// error and leave the database as it is, so reads keep being served.
+    /// </summary>
+    private void RecoverAfterWriteFailure()
+    {
+        long free;
+        try
+        {
+            free = new DriveInfo(DatabasePath).AvailableFreeSpace;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            free = long.MaxValue; // cannot tell: try to reopen
+        }
+        if (free < ReopenFreeBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.StorageFailure, $"The disk holding '{DatabasePath}' is (nearly) full: {free} bytes free. Writes are refused until at least {ReopenFreeBytes} bytes are free; reads are still served.", PartitionId);
+        }
+        _lifecycle.EnterWriteLock();
+        try
+        {
+            if (_disposed)
+            {
+                ThrowIfClosed();
+            }
+            // A reopen that failed last time left no database open: try again.
+            Close();
+            Open();
+            _writeFailed = false;
+        }
+        finally
+        {
+            _lifecycle.ExitWriteLock();
         }
     }
 
