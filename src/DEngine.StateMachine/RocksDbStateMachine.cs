@@ -184,6 +184,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 entries.Add(new KeyValue(key.ToArray(), value.ToArray()));
             }
         }
+        // The iterator uses the options' native upper bound, which the options' finalizer frees:
+        // keep them reachable until the scan is done.
+        GC.KeepAlive(readOptions);
         return new ScanResult(entries, revision);
     }
 
@@ -469,6 +472,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 break;
             }
         }
+        // The iterator uses the options' native upper bound, which the options' finalizer frees:
+        // keep them reachable until the scan is done.
+        GC.KeepAlive(readOptions);
         return found;
     }
 
