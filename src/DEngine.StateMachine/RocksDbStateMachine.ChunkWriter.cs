@@ -18,6 +18,9 @@ public sealed partial class RocksDbStateMachine
         // key -> stored bytes (value with expiry header), or null for deleted.
         private readonly Dictionary<byte[], byte[]?>? _overlay = useOverlay ? new(ByteArrayComparer.Instance) : null;
 
+        /// <summary>The lowest TTL index key this chunk puts, or null when it puts none.</summary>
+        public byte[]? LowestTtlKeyWritten { get; private set; }
+
         public ApplyResult Apply(in ApplyEntry entry)
         {
             var command = entry.Command;
@@ -58,7 +61,12 @@ public sealed partial class RocksDbStateMachine
             batch.Put(key, stored, machine._data);
             if (expiry != 0)
             {
-                batch.Put(StoredValue.TtlIndexKey(expiry, key), Empty, machine._ttl);
+                var indexKey = StoredValue.TtlIndexKey(expiry, key);
+                batch.Put(indexKey, Empty, machine._ttl);
+                if (LowestTtlKeyWritten is null || Compare(indexKey, LowestTtlKeyWritten) < 0)
+                {
+                    LowestTtlKeyWritten = indexKey;
+                }
             }
             // An older TTL index entry of this key stays behind; cleanup sees that the key's stored
             // expiry differs and drops the entry. That keeps puts free of reads.
