@@ -471,6 +471,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         try
         {
             using var iterator = _db!.NewIterator(_ttl, readOptions);
+            TtlScanStarted?.Invoke();
             // Start at the floor: every index key below it is known to be gone, so the scan does not
             // walk the tombstones that earlier cleanup rounds left there.
             SeekFloor(iterator, floor);
@@ -580,6 +581,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             }
         }
     }
+
+    /// <summary>Test seam: runs inside FindExpired after its iterator (and so its view) is fixed.</summary>
+    internal Action? TtlScanStarted { get; set; }
 
     private static void SeekFloor(Iterator iterator, byte[] floor)
     {
