@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DEngine.Protos.Client;
 using Google.Protobuf;
 using RocksDbSharp;
@@ -17,6 +18,9 @@ public sealed partial class RocksDbStateMachine
 
         // key -> stored bytes (value with expiry header), or null for deleted.
         private readonly Dictionary<byte[], byte[]?>? _overlay = useOverlay ? new(ByteArrayComparer.Instance) : null;
+
+        /// <summary>The lowest TTL index key this chunk puts, or null when it puts none.</summary>
+        public byte[]? LowestTtlKeyWritten { get; private set; }
 
         public ApplyResult Apply(in ApplyEntry entry)
         {
@@ -58,7 +62,12 @@ public sealed partial class RocksDbStateMachine
             batch.Put(key, stored, machine._data);
             if (expiry != 0)
             {
-                batch.Put(StoredValue.TtlIndexKey(expiry, key), Empty, machine._ttl);
+                var indexKey = StoredValue.TtlIndexKey(expiry, key);
+                batch.Put(indexKey, Empty, machine._ttl);
+                if (LowestTtlKeyWritten is null || Compare(indexKey, LowestTtlKeyWritten) < 0)
+                {
+                    LowestTtlKeyWritten = indexKey;
+                }
             }
             // An older TTL index entry of this key stays behind; cleanup sees that the key's stored
             // expiry differs and drops the entry. That keeps puts free of reads.
@@ -102,10 +111,14 @@ public sealed partial class RocksDbStateMachine
         private int ExpireKeys(WriteCommand.Types.ExpireKeys command)
         {
             var removed = 0;
-            foreach (var listed in command.Keys)
+            // One batched lookup for all listed keys (the database as it was before this chunk; the
+            // overlay, consulted first, holds what earlier entries of the chunk wrote).
+            var stored = machine.ReadStoredHeaders(command.Keys);
+            for (var i = 0; i < command.Keys.Count; i++)
             {
+                var listed = command.Keys[i];
                 var key = listed.Key.Span;
-                var current = Read(key);
+                var current = _overlay is not null && _overlay.TryGetValue(key.ToArray(), out var pending) ? pending : stored[i];
                 var currentExpiry = 0UL;
                 if (current is not null)
                 {
@@ -133,6 +146,75 @@ public sealed partial class RocksDbStateMachine
                 return pending;
             }
             return machine._db!.Get(key, machine._data);
+        }
+    }
+
+    private static readonly ReadOptions HeaderReadOptions = new();
+
+    /// <summary>
+    /// The start of the stored value (at most the expiry header, enough for <see cref="StoredValue.Decode"/>)
+    /// of each key in the data family, null where absent, read by one batched MultiGet.
+    /// </summary>
+    private unsafe byte[]?[] ReadStoredHeaders(IList<WriteCommand.Types.ExpiredKey> keys)
+    {
+        var n = keys.Count;
+        var result = new byte[]?[n];
+        if (n == 0)
+        {
+            return result;
+        }
+        var total = 0;
+        foreach (var k in keys)
+        {
+            total += k.Key.Length;
+        }
+        var keyPointers = new IntPtr[n];
+        var keySizes = new UIntPtr[n];
+        var values = new IntPtr[n];
+        var errors = new IntPtr[n];
+        var buffer = (byte*)NativeMemory.Alloc((nuint)total);
+        try
+        {
+            var offset = 0;
+            for (var i = 0; i < n; i++)
+            {
+                var key = keys[i].Key.Span;
+                key.CopyTo(new Span<byte>(buffer + offset, key.Length));
+                keyPointers[i] = (IntPtr)(buffer + offset);
+                keySizes[i] = (UIntPtr)key.Length;
+                offset += key.Length;
+            }
+            fixed (IntPtr* valueSlots = values)
+            {
+                Native.Instance.rocksdb_batched_multi_get_cf(_db!.Handle, HeaderReadOptions.Handle, _data.Handle, (UIntPtr)n, keyPointers, keySizes, (IntPtr)valueSlots, errors, 0);
+            }
+            string? error = null;
+            for (var i = 0; i < n; i++)
+            {
+                if (errors[i] != IntPtr.Zero)
+                {
+                    error ??= Marshal.PtrToStringUTF8(errors[i]);
+                    Native.Instance.rocksdb_free(errors[i]);
+                }
+                if (values[i] == IntPtr.Zero)
+                {
+                    continue;
+                }
+                var data = Native.Instance.rocksdb_pinnableslice_value(values[i], out var length);
+                var header = new byte[Math.Min((int)length, StoredValue.TtlHeaderLength)];
+                new ReadOnlySpan<byte>((void*)data, header.Length).CopyTo(header);
+                result[i] = header;
+                Native.Instance.rocksdb_pinnableslice_destroy(values[i]);
+            }
+            if (error is not null)
+            {
+                throw new DEngineException(DEngineErrorCode.StorageFailure, $"Reading the keys of an ExpireKeys command failed ({error}). Nothing of the chunk was applied; check the disk, then retry.", PartitionId);
+            }
+            return result;
+        }
+        finally
+        {
+            NativeMemory.Free(buffer);
         }
     }
 }

@@ -186,6 +186,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 entries.Add(new KeyValue(key.ToArray(), value.ToArray()));
             }
         }
+        // The iterator uses the options' native upper bound, which the options' finalizer frees:
+        // keep them reachable until the scan is done.
+        GC.KeepAlive(readOptions);
         return new ScanResult(entries, revision);
     }
 
@@ -298,6 +301,12 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 throw new DEngineException(DEngineErrorCode.StorageFailure, $"RocksDB rejected the chunk's write ({ex.Message}). Nothing of the chunk was applied; check disk space and the data directory, then retry.", PartitionId, entries[firstNew].Index, ex);
             }
             WritePosition(new LogPosition(last.Index, last.Term));
+            if (chunk.LowestTtlKeyWritten is { } lowest)
+            {
+                // After the write (see NoteTtlInserted): a scan that could not see this entry either
+                // learns of it through its ticket or has its floor lowered again here.
+                NoteTtlInserted(lowest);
+            }
             if (sync)
             {
                 Volatile.Write(ref _durableIndex, last.Index);
@@ -466,8 +475,38 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             // Index keys start with the 8-byte expiry, so expiry + 1 bounds every entry at or before asOf.
             readOptions.SetIterateUpperBound(RocksDbStateMachine.U64(asOfUnixMs + 1));
         }
-        using var iterator = _db!.NewIterator(_ttl, readOptions);
-        for (iterator.SeekToFirst(); iterator.Valid() && found.Count < max; iterator.Next())
+        var ticket = BeginTtlScan(out var floor);
+        byte[]? proven = null;
+        try
+        {
+            using var iterator = _db!.NewIterator(_ttl, readOptions);
+            TtlScanStarted?.Invoke();
+            // Start at the floor: every index key below it is known to be gone, so the scan does not
+            // walk the tombstones that earlier cleanup rounds left there.
+            SeekFloor(iterator, floor);
+            if (iterator.Valid())
+            {
+                proven = iterator.GetKeySpan().ToArray();
+            }
+            else if (asOfUnixMs != ulong.MaxValue)
+            {
+                proven = RocksDbStateMachine.U64(asOfUnixMs + 1); // nothing at or before asOf
+            }
+            ScanExpired(iterator, found, max, budget, started);
+        }
+        finally
+        {
+            EndTtlScan(ticket, proven);
+        }
+        // The iterator uses the options' native upper bound, which the options' finalizer frees:
+        // keep them reachable until the scan is done.
+        GC.KeepAlive(readOptions);
+        return found;
+    }
+
+    private static void ScanExpired(Iterator iterator, List<ExpiredKey> found, int max, TimeSpan? budget, long started)
+    {
+        for (; iterator.Valid() && found.Count < max; iterator.Next())
         {
             var indexKey = iterator.GetKeySpan();
             var expiry = BinaryPrimitives.ReadUInt64BigEndian(indexKey);
@@ -478,7 +517,6 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 break;
             }
         }
-        return found;
     }
 
     /// <summary>
@@ -498,10 +536,137 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     public ulong? EarliestExpiry()
     {
         using var _ = EnterServing();
-        using var iterator = _db!.NewIterator(_ttl);
-        iterator.SeekToFirst();
-        return iterator.Valid() ? BinaryPrimitives.ReadUInt64BigEndian(iterator.GetKeySpan()) : null;
+        var ticket = BeginTtlScan(out var floor);
+        byte[]? proven = null;
+        try
+        {
+            using var iterator = _db!.NewIterator(_ttl);
+            SeekFloor(iterator, floor);
+            if (!iterator.Valid())
+            {
+                return null;
+            }
+            proven = iterator.GetKeySpan().ToArray();
+            return BinaryPrimitives.ReadUInt64BigEndian(proven);
+        }
+        finally
+        {
+            EndTtlScan(ticket, proven);
+        }
     }
+
+    // ---------------------------------------------------------------- TTL scan floor
+    //
+    // Cleanup deletes index entries from the front of the TTL index, so a scan from its first key walks
+    // the tombstones of every key deleted so far. The floor is an index key below which no entry
+    // exists: scans start there. It is a hint in memory only, never part of the state: apply neither
+    // reads nor writes it (beyond lowering it after a write), and open, reset and snapshot install
+    // restart it at the beginning of the index, so a wrong or stale floor can only make a scan slower.
+    //
+    // Invariant: no index entry is below _ttlFloor. It rises only to a key that a scan proved to be
+    // the first entry at or above the old floor (or the scan's upper bound when there was none),
+    // capped by every index key written while that scan ran (its ticket); it falls after every
+    // apply that writes an index entry below it. Expired entries are therefore never skipped,
+    // however old their expiry (an external ApplyChunk may write any) and whether or not an
+    // ExpireKeys command for them was ever applied.
+
+    private readonly Lock _ttlFloorGate = new();
+    private readonly List<TtlScanTicket> _ttlScans = [];
+    private byte[] _ttlFloor = [];
+
+    private sealed class TtlScanTicket
+    {
+        public byte[]? LowestWritten;
+    }
+
+    /// <summary>The TTL scan floor (empty = the start of the index). For tests and diagnostics.</summary>
+    internal byte[] TtlScanFloor
+    {
+        get
+        {
+            lock (_ttlFloorGate)
+            {
+                return _ttlFloor;
+            }
+        }
+    }
+
+    /// <summary>Test seam: runs inside FindExpired after its iterator (and so its view) is fixed.</summary>
+    internal Action? TtlScanStarted { get; set; }
+
+    private static void SeekFloor(Iterator iterator, byte[] floor)
+    {
+        if (floor.Length == 0)
+        {
+            iterator.SeekToFirst();
+        }
+        else
+        {
+            iterator.Seek(floor);
+        }
+    }
+
+    private TtlScanTicket BeginTtlScan(out byte[] floor)
+    {
+        var ticket = new TtlScanTicket();
+        lock (_ttlFloorGate)
+        {
+            floor = _ttlFloor;
+            _ttlScans.Add(ticket);
+        }
+        return ticket;
+    }
+
+    /// <summary>Ends a scan; <paramref name="proven"/> is a key with no index entry below it in the scan's view (null: nothing learned).</summary>
+    private void EndTtlScan(TtlScanTicket ticket, byte[]? proven)
+    {
+        lock (_ttlFloorGate)
+        {
+            _ttlScans.Remove(ticket);
+            if (proven is null)
+            {
+                return;
+            }
+            // Entries written since the scan began may be missing from its view.
+            if (ticket.LowestWritten is { } written && Compare(written, proven) < 0)
+            {
+                proven = written;
+            }
+            if (Compare(proven, _ttlFloor) > 0)
+            {
+                _ttlFloor = proven;
+            }
+        }
+    }
+
+    /// <summary>Called after a chunk that wrote TTL index entries is written, with the lowest of them.</summary>
+    private void NoteTtlInserted(byte[] lowest)
+    {
+        lock (_ttlFloorGate)
+        {
+            if (Compare(lowest, _ttlFloor) < 0)
+            {
+                _ttlFloor = lowest;
+            }
+            foreach (var scan in _ttlScans)
+            {
+                if (scan.LowestWritten is null || Compare(lowest, scan.LowestWritten) < 0)
+                {
+                    scan.LowestWritten = lowest;
+                }
+            }
+        }
+    }
+
+    private void ResetTtlFloor()
+    {
+        lock (_ttlFloorGate)
+        {
+            _ttlFloor = [];
+        }
+    }
+
+    private static int Compare(byte[] a, byte[] b) => a.AsSpan().SequenceCompareTo(b);
 
     /// <summary>Number of entries in the TTL index (an upper bound of the keys with a TTL).</summary>
     public long TtlIndexCount()
@@ -696,6 +861,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         _data = _db.GetColumnFamily(DataFamily);
         _meta = _db.GetColumnFamily(MetaFamily);
         _ttl = _db.GetColumnFamily(TtlFamily);
+        ResetTtlFloor();
         var position = new LogPosition(
             ReadU64(_db.Get(LastAppliedIndexKey, _meta)),
             ReadU64(_db.Get(LastAppliedTermKey, _meta)));
