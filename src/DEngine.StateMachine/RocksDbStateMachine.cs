@@ -150,6 +150,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             var stored = _db.Get(keys[i], _data, readOptions);
             values[i] = stored is null ? null : LiveValue(stored, now);
         }
+        // The native read options must outlive every read (their finalizer frees them).
+        GC.KeepAlive(readOptions);
         return values;
     }
 
