@@ -98,6 +98,15 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         await silo.WaitReadyAsync(ReadyTimeout);
     }
 
+    /// <summary>SIGTERM silo <paramref name="index"/> and wait until it has exited (it hands its partitions over first).</summary>
+    public async Task StopSiloGracefullyAsync(int index)
+    {
+        var silo = Running[index] ?? throw new InvalidOperationException($"silo {index} is not running");
+        await silo.StopAsync(TimeSpan.FromSeconds(90));
+        silo.Dispose();
+        Running[index] = null;
+    }
+
     /// <summary>SIGKILL silo <paramref name="index"/>.</summary>
     public void KillSilo(int index)
     {

@@ -106,3 +106,60 @@ public sealed class LeaseReminderTests(RestartClusterFixture fixture)
         Assert.Null(await grain.Get(key));
     }
 }
+
+[Collection(RestartCollection.Name)]
+public sealed class FencingTests(RestartClusterFixture fixture)
+{
+    [Fact]
+    public async Task A_stale_activation_stops_acknowledging_writes_and_answering_reads_once_a_newer_owner_exists()
+    {
+        const int partition = 0;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        await grain.Put(InPartition(partition, "fence"), B("before"), 0);
+        var owner = fixture.Grains.GetGrain<DEngine.Orleans.Ownership.IPartitionOwnerGrain>(partition);
+        var record = await owner.Get();
+
+        // Another activation elsewhere took over (as a duplicate activation would after a move).
+        var impostor = await owner.Transfer(record.OwnerSilo!, record.Epoch, "impostor", 0);
+        Assert.Equal("impostor", impostor.OwnerSilo);
+
+        // Within one ownership lease (1 s) this activation notices and refuses; poll with a deadline.
+        DEngineException? refused = null;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (refused is null && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                await grain.Put(InPartition(partition, "fence"), B("after"), 0);
+                await Task.Delay(50);
+            }
+            catch (DEngineException ex)
+            {
+                refused = ex;
+            }
+        }
+        Assert.NotNull(refused);
+        Assert.True(refused!.IsRetryable, refused.Message);
+        Assert.Contains(refused.Code, new[] { DEngineErrorCode.StaleEpoch, DEngineErrorCode.PartitionUnavailable });
+        var read = await Assert.ThrowsAsync<DEngineException>(() => grain.Get(B("anything")));
+        Assert.True(read.IsRetryable);
+
+        // Hand it back; the partition serves again with a higher epoch.
+        await owner.Transfer("impostor", impostor.Epoch, record.OwnerSilo!, 0);
+        PartitionStatus? status = null;
+        deadline = DateTime.UtcNow.AddSeconds(20);
+        while (status is null && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                status = await grain.GetStatus();
+            }
+            catch (DEngineException ex) when (ex.IsRetryable)
+            {
+                await Task.Delay(50);
+            }
+        }
+        Assert.NotNull(status);
+        Assert.True(status!.Epoch > impostor.Epoch);
+    }
+}

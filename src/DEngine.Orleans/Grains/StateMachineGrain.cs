@@ -64,6 +64,8 @@ public sealed partial class StateMachineGrain(
     private long _keysExpired;
     private TransferReport? _lastTransfer;
     private Task _snapshotTask = Task.CompletedTask;
+    private long _fenceValidUntil;
+    private Task? _fenceCheck;
     private IGrainTimer? _expiryTimer;
     private ulong _expiryTimerDue = ulong.MaxValue;
     private bool _reminderEnsured;
@@ -80,7 +82,7 @@ public sealed partial class StateMachineGrain(
             return;
         }
         var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
-        var record = await owner.Get();
+        var record = await ReadOwnershipAsync();
         if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
         {
             _dataSilo = record.OwnerSilo;
@@ -119,6 +121,7 @@ public sealed partial class StateMachineGrain(
             return;
         }
         _epoch = record.Epoch;
+        _fenceValidUntil = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
         RearmExpiryTimer();
     }
@@ -212,8 +215,11 @@ public sealed partial class StateMachineGrain(
             {
                 throw new DEngineException(DEngineErrorCode.StaleEpoch, $"ownership changed during the transfer (now silo '{moved.OwnerSilo}', epoch {moved.Epoch})", _partition);
             }
+            // The previous owner's activation may still believe in its lease for this long.
+            await Task.Delay(_options.OwnershipLease);
             _engine = engine;
             _epoch = moved.Epoch;
+            _fenceValidUntil = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
             _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
             LogMoved(_partition, from, _identity, offer.TotalBytes, clock.Elapsed.TotalSeconds, _lastTransfer.MegabytesPerSecond, _epoch);
             RearmExpiryTimer();
@@ -314,10 +320,18 @@ public sealed partial class StateMachineGrain(
         {
             // Answer, and once the silo with the data is back, migrate there: migration asks the
             // placement director again, which a plain deactivation would not (callers keep the
-            // cached address and the partition would be re-created here).
-            if (_unavailable.Code == DEngineErrorCode.PartitionUnavailable && _dataSilo is not null && IsActive(_dataSilo))
+            // cached address and the partition would be re-created here, then fetch the data).
+            if (_unavailable.Code == DEngineErrorCode.PartitionUnavailable)
             {
-                MigrateOnIdle();
+                if (_dataSilo is not null && IsActive(_dataSilo))
+                {
+                    MigrateOnIdle();
+                }
+                else
+                {
+                    // The next call activates afresh and reads the ownership record again.
+                    DeactivateOnIdle();
+                }
             }
             throw _unavailable;
         }
@@ -487,7 +501,9 @@ public sealed partial class StateMachineGrain(
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
         var durable = WhenDurable(engine, entries[^1].Index);
         _lastSync = durable;
-        durable.ContinueWith(
+        // Acknowledge only when durable and while this activation is known to own the partition.
+        var fence = FenceAsync();
+        (fence.IsCompletedSuccessfully ? durable : Task.WhenAll(durable, fence)).ContinueWith(
             static (task, state) =>
             {
                 var (writes, outcomes) = ((List<PendingWrite>, IReadOnlyList<ApplyResult>))state!;
@@ -661,7 +677,74 @@ public sealed partial class StateMachineGrain(
     {
         var engine = Serving();
         await WhenDurable(engine, engine.LastApplied.Index);
+        await FenceAsync();
         return engine;
+    }
+
+    // ------------------------------------------------------------ epoch fencing
+
+    /// <summary>
+    /// Completes while this activation is known to own the partition: the ownership record was read
+    /// less than <see cref="DEngineOptions.OwnershipLease"/> ago and named this silo and epoch.
+    /// Otherwise it reads the record again (one read at a time). A newer owner — a duplicate
+    /// activation elsewhere took over — fails it with StaleEpoch, so a stale activation never
+    /// acknowledges a write or answers a read after its lease. A new owner waits one lease after
+    /// taking over before it serves, so the two never overlap.
+    /// </summary>
+    private Task FenceAsync()
+    {
+        if (System.Diagnostics.Stopwatch.GetTimestamp() < _fenceValidUntil)
+        {
+            return Task.CompletedTask;
+        }
+        if (_fenceCheck is null || _fenceCheck.IsCompleted)
+        {
+            _fenceCheck = CheckOwnershipAsync();
+        }
+        return _fenceCheck;
+    }
+
+    /// <summary>
+    /// Reads the ownership record, riding out a moment when its grain is moving (its silo stopping):
+    /// the record is in shared storage and comes back on another silo. Gives up with a
+    /// TimeoutException — the outcome of the writes waiting for it is unknown, not refused.
+    /// </summary>
+    private async Task<OwnershipRecord> ReadOwnershipAsync()
+    {
+        var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
+        var delay = TimeSpan.FromMilliseconds(50);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (true)
+        {
+            try
+            {
+                return await owner.Get();
+            }
+            catch (Exception ex) when (ex is OrleansException or TimeoutException)
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    throw new TimeoutException($"Partition {_partition} could not read its ownership record for 15 s ({ex.Message}); the outcome of the waiting writes is unknown.", ex);
+                }
+                await Task.Delay(delay);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
+            }
+        }
+    }
+
+    private async Task CheckOwnershipAsync()
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var record = await ReadOwnershipAsync();
+        if (record.OwnerSilo == _identity && record.Epoch == _epoch)
+        {
+            _fenceValidUntil = started + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+            return;
+        }
+        _dataSilo = record.OwnerSilo;
+        Unavailable($"a newer activation owns it (silo '{record.OwnerSilo}', epoch {record.Epoch}; this one has epoch {_epoch}). Retry.");
+        DeactivateOnIdle();
+        throw new DEngineException(DEngineErrorCode.StaleEpoch, $"This activation of partition {_partition} (epoch {_epoch}) is stale: silo '{record.OwnerSilo}' owns it with epoch {record.Epoch}. Retry; the write was not acknowledged.", _partition);
     }
 
     /// <summary>Completes when <paramref name="index"/> is durable (at once in the relaxed mode, which never waits for fsync).</summary>
