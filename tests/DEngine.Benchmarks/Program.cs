@@ -59,7 +59,9 @@ foreach (var suite in options.Suites)
                 results.Add(await ClusterSuites.TtlSiloAsync(options));
                 break;
             case "snapshot":
-                results.Add(new CaseResult { Suite = "snapshot", Case = "checkpoint / fetch / install", Target = "checkpoint <= 0.5 s; fetch >= 0.5 x copy; install <= 3 s", Note = "not available yet" });
+                var (snapshotRows, copy) = SnapshotSuites.Engine(options);
+                results.AddRange(snapshotRows);
+                results.AddRange(await SnapshotSuites.CrossSiloAsync(options, copy));
                 break;
         }
         Console.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s");

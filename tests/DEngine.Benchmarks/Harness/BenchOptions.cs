@@ -29,6 +29,9 @@ public sealed class BenchOptions
     /// <summary>Keys expiring at once in the through-the-silo part of the ttl suite.</summary>
     public int TtlSiloKeys { get; private set; } = 200_000;
 
+    /// <summary>Keys in the snapshot suite's engine and in its moved partition.</summary>
+    public int SnapshotKeys { get; private set; } = 1_000_000;
+
     public static string Usage =>
         """
         usage: dotnet run -c Release --project tests/DEngine.Benchmarks -- [SUITE...] [--quick] [--out FILE]
@@ -85,6 +88,7 @@ public sealed class BenchOptions
             o.ReadKeys = 20_000;
             o.TtlKeys = 20_000;
             o.TtlSiloKeys = 10_000;
+            o.SnapshotKeys = 20_000;
         }
         o.Seconds = seconds ?? o.Seconds;
         o.WarmupSeconds = warmup ?? o.WarmupSeconds;
