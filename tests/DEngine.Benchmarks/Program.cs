@@ -7,6 +7,12 @@ using DEngine.Benchmarks.Suites;
 // DEngine benchmark harness: every suite measures ours and a baseline in the same run on the same
 // machine and reports the ratio. Never assert timings on its output.
 
+if (args.Length > 0 && args[0] == "soak")
+{
+    // Opt-in bounded soak run: not a suite, never part of the default list or --quick.
+    return await Soak.RunAsync(args[1..]);
+}
+
 BenchOptions options;
 try
 {

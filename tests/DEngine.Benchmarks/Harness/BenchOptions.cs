@@ -40,6 +40,7 @@ public sealed class BenchOptions
         --quick      every suite small (the whole run stays under a minute); never assert timings on it
         --out FILE   also write the results as JSON
         --seconds N  measured seconds per phase (default 5; --quick 0.6)
+        soak mode (opt-in, not a suite): ... -- soak [--minutes N] [--workers N] [--silos 1|2]
         """;
 
     public static BenchOptions Parse(string[] args)

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using DEngine.Client;
 using DEngine.Orleans.Hosting;
 using DEngine.Orleans.Storage;
@@ -22,9 +23,11 @@ public sealed class SiloHost : IAsyncDisposable
 
     private readonly IHost _host;
     private readonly string _root;
+    private readonly StrongBox<bool> _stopping;
 
-    private SiloHost(IHost host, string root, string name, IPEndPoint siloEndpoint)
+    private SiloHost(IHost host, string root, string name, IPEndPoint siloEndpoint, StrongBox<bool> stopping)
     {
+        _stopping = stopping;
         _host = host;
         _root = root;
         Name = name;
@@ -74,6 +77,9 @@ public sealed class SiloHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         // On 2 saturated cores the watchdog reports its own thread as late; that is the load, not a fault.
         builder.Logging.AddFilter("Orleans.Runtime.Watchdog", LogLevel.Error);
+        // Stopping the bench's silos (the last one has nowhere to hand its partitions to) is not what is measured: quiet then.
+        var stopping = new StrongBox<bool>();
+        builder.Logging.AddFilter((_, _, level) => !stopping.Value || level >= LogLevel.Critical);
         builder.UseOrleans(silo =>
         {
             silo.UseLocalhostClustering(siloPort, FreePort(), primary, serviceId: "dengine-bench", clusterId: "dengine-bench");
@@ -87,7 +93,7 @@ public sealed class SiloHost : IAsyncDisposable
         });
         var host = builder.Build();
         await host.StartAsync();
-        var silo = new SiloHost(host, root, name, new IPEndPoint(IPAddress.Loopback, siloPort));
+        var silo = new SiloHost(host, root, name, new IPEndPoint(IPAddress.Loopback, siloPort), stopping);
         // Activate every partition (opens its database) before anything is measured.
         await silo.Client.GetStatusAsync();
         return silo;
@@ -95,6 +101,7 @@ public sealed class SiloHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _stopping.Value = true;
         await _host.StopAsync();
         _host.Dispose();
         Data.DeleteDir(_root);
