@@ -79,7 +79,7 @@ public sealed class SiloHost : IAsyncDisposable
         builder.Logging.AddFilter("Orleans.Runtime.Watchdog", LogLevel.Error);
         // Stopping the bench's silos (the last one has nowhere to hand its partitions to) is not what is measured: quiet then.
         var stopping = new StrongBox<bool>();
-        builder.Logging.AddFilter((_, _, level) => !stopping.Value || level >= LogLevel.Critical);
+        builder.Logging.AddFilter((_, _, level) => level >= (stopping.Value ? LogLevel.Critical : LogLevel.Warning));
         builder.UseOrleans(silo =>
         {
             silo.UseLocalhostClustering(siloPort, FreePort(), primary, serviceId: "dengine-bench", clusterId: "dengine-bench");

@@ -119,7 +119,8 @@ public static class SnapshotSuites
                 var files = SnapshotManifest.Parse(manifestBytes).Files;
                 var chunks = files.Sum(f => (f.Size + SnapshotServerGrain.MaxChunkBytes - 1) / SnapshotServerGrain.MaxChunkBytes);
                 var fetcher = new SnapshotFetcher(NullLogger.Instance);
-                ChunkReader local = (file, offset, length) => Task.FromResult(ReadChunkLocally(Path.Combine(info.Directory, file), offset, length));
+                // Off the caller like the grain's ReadChunk (a chunk read can overlap the fetcher's write).
+                ChunkReader local = (file, offset, length) => Task.Run(() => ReadChunkLocally(Path.Combine(info.Directory, file), offset, length));
 
                 double fetchSeconds = 0, copySeconds = 0, streamSeconds = 0;
                 string fetched = "";
