@@ -7,6 +7,12 @@ using DEngine.Benchmarks.Suites;
 // DEngine benchmark harness: every suite measures ours and a baseline in the same run on the same
 // machine and reports the ratio. Never assert timings on its output.
 
+if (args.Length > 0 && args[0] == "soak")
+{
+    // Opt-in bounded soak run: not a suite, never part of the default list or --quick.
+    return await Soak.RunAsync(args[1..]);
+}
+
 BenchOptions options;
 try
 {
@@ -59,7 +65,9 @@ foreach (var suite in options.Suites)
                 results.Add(await ClusterSuites.TtlSiloAsync(options));
                 break;
             case "snapshot":
-                results.Add(new CaseResult { Suite = "snapshot", Case = "checkpoint / fetch / install", Target = "checkpoint <= 0.5 s; fetch >= 0.5 x copy; install <= 3 s", Note = "not available yet" });
+                var (snapshotRows, copy) = SnapshotSuites.Engine(options);
+                results.AddRange(snapshotRows);
+                results.AddRange(await SnapshotSuites.CrossSiloAsync(options, copy));
                 break;
         }
         Console.WriteLine($"{sw.Elapsed.TotalSeconds:0.0} s");

@@ -18,6 +18,9 @@ public sealed partial class SnapshotFetcher(ILogger logger)
     /// <summary>Attempts per chunk before the fetch fails.</summary>
     public const int MaxAttemptsPerChunk = 5;
 
+    /// <summary>Chunk reads of one file allowed to run ahead of the writer (each ≤ 1 MiB, so at most this many MiB buffered).</summary>
+    public const int ChunksInFlight = 4;
+
     private static readonly TimeSpan ProgressEvery = TimeSpan.FromSeconds(2);
 
     /// <summary>Fetches <paramref name="offer"/> into <paramref name="directory"/>; returns the number of chunks fetched again after a bad checksum.</summary>
@@ -49,17 +52,45 @@ public sealed partial class SnapshotFetcher(ILogger logger)
             output.SetLength(offset);
             output.Position = offset;
             done += offset;
-            while (offset < file.Size)
+            // Up to ChunksInFlight chunk reads run ahead of the writer (each still ≤ 1 MiB and CRC-checked
+            // on its own); chunks are written strictly in order, so the file is always a verified
+            // prefix and an interrupted fetch resumes from its length as before.
+            var inFlight = new Queue<Task<byte[]>>();
+            var requested = offset;
+            try
             {
-                var length = (int)Math.Min(SnapshotServerGrain.MaxChunkBytes, file.Size - offset);
-                var chunk = await ReadCheckedAsync(read, offer, file.Name, offset, length, () => refetched++);
-                await output.WriteAsync(chunk, cancellationToken);
-                offset += chunk.Length;
-                done += chunk.Length;
-                if (clock.Elapsed - lastReport >= ProgressEvery)
+                while (offset < file.Size)
                 {
-                    lastReport = clock.Elapsed;
-                    Report(progress, new TransferProgress(offer.Partition, offer.Snapshot, done, offer.TotalBytes, clock.Elapsed.TotalSeconds));
+                    while (inFlight.Count < ChunksInFlight && requested < file.Size)
+                    {
+                        var length = (int)Math.Min(SnapshotServerGrain.MaxChunkBytes, file.Size - requested);
+                        inFlight.Enqueue(ReadCheckedAsync(read, offer, file.Name, requested, length, () => Interlocked.Increment(ref refetched)));
+                        requested += length;
+                    }
+                    var chunk = await inFlight.Dequeue();
+                    await output.WriteAsync(chunk, cancellationToken);
+                    offset += chunk.Length;
+                    done += chunk.Length;
+                    if (clock.Elapsed - lastReport >= ProgressEvery)
+                    {
+                        lastReport = clock.Elapsed;
+                        Report(progress, new TransferProgress(offer.Partition, offer.Snapshot, done, offer.TotalBytes, clock.Elapsed.TotalSeconds));
+                    }
+                }
+            }
+            finally
+            {
+                // On failure, let the reads still running finish (their results are dropped) so none is left unobserved.
+                while (inFlight.Count > 0)
+                {
+                    try
+                    {
+                        await inFlight.Dequeue();
+                    }
+                    catch (Exception)
+                    {
+                        // The first failure is the one reported.
+                    }
                 }
             }
             await output.FlushAsync(cancellationToken);

@@ -29,6 +29,9 @@ public sealed class BenchOptions
     /// <summary>Keys expiring at once in the through-the-silo part of the ttl suite.</summary>
     public int TtlSiloKeys { get; private set; } = 200_000;
 
+    /// <summary>Keys in the snapshot suite's engine and in its moved partition.</summary>
+    public int SnapshotKeys { get; private set; } = 1_000_000;
+
     public static string Usage =>
         """
         usage: dotnet run -c Release --project tests/DEngine.Benchmarks -- [SUITE...] [--quick] [--out FILE]
@@ -37,6 +40,7 @@ public sealed class BenchOptions
         --quick      every suite small (the whole run stays under a minute); never assert timings on it
         --out FILE   also write the results as JSON
         --seconds N  measured seconds per phase (default 5; --quick 0.6)
+        soak mode (opt-in, not a suite): ... -- soak [--minutes N] [--workers N] [--silos 1|2]
         """;
 
     public static BenchOptions Parse(string[] args)
@@ -85,6 +89,7 @@ public sealed class BenchOptions
             o.ReadKeys = 20_000;
             o.TtlKeys = 20_000;
             o.TtlSiloKeys = 10_000;
+            o.SnapshotKeys = 20_000;
         }
         o.Seconds = seconds ?? o.Seconds;
         o.WarmupSeconds = warmup ?? o.WarmupSeconds;

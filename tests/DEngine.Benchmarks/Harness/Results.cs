@@ -1,11 +1,11 @@
 namespace DEngine.Benchmarks.Harness;
 
 /// <summary>One measured side of a comparison.</summary>
-public sealed record Measurement(string Name, long Ops, double Seconds, double? P50Ms = null, double? P99Ms = null, string Unit = "ops/s")
+public sealed record Measurement(string Name, double Ops, double Seconds, double? P50Ms = null, double? P99Ms = null, string Unit = "ops/s")
 {
     public double Rate => Seconds > 0 ? Ops / Seconds : 0;
 
-    public static Measurement FromLatencies(string name, long ops, double seconds, LatencyRecorder? latencies, string unit = "ops/s") =>
+    public static Measurement FromLatencies(string name, double ops, double seconds, LatencyRecorder? latencies, string unit = "ops/s") =>
         new(name, ops, seconds, latencies?.PercentileMs(50), latencies?.PercentileMs(99), unit);
 }
 

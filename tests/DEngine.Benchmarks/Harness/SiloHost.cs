@@ -1,11 +1,13 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using DEngine.Client;
 using DEngine.Orleans.Hosting;
 using DEngine.Orleans.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
 
 namespace DEngine.Benchmarks.Harness;
 
@@ -21,11 +23,15 @@ public sealed class SiloHost : IAsyncDisposable
 
     private readonly IHost _host;
     private readonly string _root;
+    private readonly StrongBox<bool> _stopping;
 
-    private SiloHost(IHost host, string root)
+    private SiloHost(IHost host, string root, string name, IPEndPoint siloEndpoint, StrongBox<bool> stopping)
     {
+        _stopping = stopping;
         _host = host;
         _root = root;
+        Name = name;
+        SiloEndpoint = siloEndpoint;
         Grains = host.Services.GetRequiredService<IClusterClient>();
         Client = new DEngineClient(Grains);
         SyncLoop = host.Services.GetRequiredService<WalSyncLoop>();
@@ -37,18 +43,47 @@ public sealed class SiloHost : IAsyncDisposable
 
     public WalSyncLoop SyncLoop { get; }
 
-    public static async Task<SiloHost> StartAsync(BenchOptions options)
+    /// <summary>The silo's name: its stable identity for partition ownership (what MovePartitionAsync takes).</summary>
+    public string Name { get; }
+
+    /// <summary>The silo-to-silo endpoint (a second silo joins through the first one's).</summary>
+    public IPEndPoint SiloEndpoint { get; }
+
+    /// <summary>One silo alone (the single-silo suites).</summary>
+    public static Task<SiloHost> StartAsync(BenchOptions options) => StartAsync(options, "bench-silo-0", primary: null);
+
+    /// <summary>
+    /// <paramref name="count"/> silos in this process forming one cluster over localhost: the first is
+    /// the primary (development clustering), the others join through its endpoint. Calls between them
+    /// go over loopback TCP like calls between machines.
+    /// </summary>
+    public static async Task<IReadOnlyList<SiloHost>> StartClusterAsync(BenchOptions options, int count)
+    {
+        var silos = new List<SiloHost> { await StartAsync(options, "bench-silo-0", primary: null) };
+        for (var i = 1; i < count; i++)
+        {
+            silos.Add(await StartAsync(options, $"bench-silo-{i}", silos[0].SiloEndpoint));
+        }
+        return silos;
+    }
+
+    private static async Task<SiloHost> StartAsync(BenchOptions options, string name, IPEndPoint? primary)
     {
         var root = Data.TempDir(options, "silo");
+        var siloPort = FreePort();
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         // On 2 saturated cores the watchdog reports its own thread as late; that is the load, not a fault.
         builder.Logging.AddFilter("Orleans.Runtime.Watchdog", LogLevel.Error);
+        // Stopping the bench's silos (the last one has nowhere to hand its partitions to) is not what is measured: quiet then.
+        var stopping = new StrongBox<bool>();
+        builder.Logging.AddFilter((_, _, level) => level >= (stopping.Value ? LogLevel.Critical : LogLevel.Warning));
         builder.UseOrleans(silo =>
         {
-            silo.UseLocalhostClustering(FreePort(), FreePort(), serviceId: "dengine-bench", clusterId: "dengine-bench");
+            silo.UseLocalhostClustering(siloPort, FreePort(), primary, serviceId: "dengine-bench", clusterId: "dengine-bench");
+            silo.Configure<SiloOptions>(o => o.SiloName = name);
             silo.UseInMemoryReminderService();
             silo.AddDEngine(o =>
             {
@@ -58,7 +93,7 @@ public sealed class SiloHost : IAsyncDisposable
         });
         var host = builder.Build();
         await host.StartAsync();
-        var silo = new SiloHost(host, root);
+        var silo = new SiloHost(host, root, name, new IPEndPoint(IPAddress.Loopback, siloPort), stopping);
         // Activate every partition (opens its database) before anything is measured.
         await silo.Client.GetStatusAsync();
         return silo;
@@ -66,6 +101,7 @@ public sealed class SiloHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _stopping.Value = true;
         await _host.StopAsync();
         _host.Dispose();
         Data.DeleteDir(_root);
