@@ -225,9 +225,11 @@ public sealed class DEngineClient
         return _grains.GetGrain<IStateMachineGrain>(partition);
     }
 
-    // Only DEngine's retryable errors are retried: they guarantee the request was not applied, so
-    // retrying even a CAS is safe. Transport errors are thrown as they are, because a write may
-    // have been applied before the connection failed.
+    // Only errors that guarantee the request was not applied are retried, so retrying even a CAS
+    // is safe: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
+    // message, e.g. because it is stopping; nothing was invoked). Other transport errors are thrown
+    // as they are, because a write may have been applied before the connection failed.
+    private static bool IsRetryable(Exception ex) => ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException;
     private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
     {
         var delay = _options.InitialBackoff;
@@ -237,7 +239,7 @@ public sealed class DEngineClient
             {
                 return await call();
             }
-            catch (DEngineException ex) when (ex.IsRetryable && attempt < _options.MaxRetries)
+            catch (Exception ex) when (IsRetryable(ex) && attempt < _options.MaxRetries)
             {
                 await Task.Delay(delay, _options.TimeProvider, cancellationToken);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
