@@ -48,8 +48,9 @@ public sealed partial class PartitionHandover(
             LogNoTarget(partitions.Length);
             return;
         }
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(HandoverTimeout);
+        // Our own bound, not the stop token: the host may signal haste, but a partition left behind
+        // is unavailable until this silo returns, so the handover gets its full time.
+        using var timeout = new CancellationTokenSource(HandoverTimeout);
         await Task.WhenAll(partitions.Select((partition, i) => HandOverAsync(partition, targets[i % targets.Length], timeout.Token)));
     }
 
