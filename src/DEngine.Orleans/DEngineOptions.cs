@@ -35,12 +35,6 @@ public sealed class DEngineOptions
     /// </summary>
     public int SyncThreads { get; set; } = 4;
 
-    /// <summary>
-    /// How long a partition activation trusts its last reading of the ownership record before it
-    /// reads it again (epoch fencing); a new owner waits this long after a takeover. Default 1 s.
-    /// </summary>
-    public TimeSpan OwnershipLease { get; set; } = TimeSpan.FromSeconds(1);
-
     /// <summary>Block cache shared by all partitions of the silo, MiB. Default 256.</summary>
     public int BlockCacheMiB { get; set; } = 256;
 
@@ -76,10 +70,6 @@ public sealed class DEngineOptions
         if (MaxChunkEntries is < 1 or > 100_000)
         {
             return $"{SectionName}:{nameof(MaxChunkEntries)} must be between 1 and 100000 (was {MaxChunkEntries}).";
-        }
-        if (OwnershipLease <= TimeSpan.Zero || OwnershipLease > TimeSpan.FromMinutes(1))
-        {
-            return $"{SectionName}:{nameof(OwnershipLease)} must be between 0 and 1 minute (was {OwnershipLease}).";
         }
         if (SyncThreads is < 1 or > 64)
         {

@@ -85,8 +85,7 @@ public sealed class KillTests(RedisClusterFixture cluster)
     public async Task Graceful_stop_of_one_of_three_silos_under_load_moves_its_partitions_and_loses_no_acknowledged_write()
     {
         await cluster.EnsureAllRunningAsync();
-        await WaitUntilAllPartitionsServeAsync();
-        var before = await cluster.Client.GetStatusAsync();
+        var before = await WaitUntilAllPartitionsServeAsync();
         var victim = Enumerable.Range(1, RedisClusterFixture.SiloCount - 1)
             .First(i => before.Any(s => s.Silo.StartsWith(cluster.Silos[i].Name + " ", StringComparison.Ordinal)));
         var victimName = cluster.Silos[victim].Name;
@@ -103,12 +102,12 @@ public sealed class KillTests(RedisClusterFixture cluster)
         Assert.Empty(load.UnexpectedErrors);
         await AssertAllAcknowledgedPresentAsync(load);
         // Every partition serves on the remaining silos (none waits for the stopped one).
-        var after = await cluster.Client.GetStatusAsync();
+        var after = await WaitUntilAllPartitionsServeAsync();
         Assert.All(after, s => Assert.False(s.Silo.StartsWith(victimName + " ", StringComparison.Ordinal), $"partition {s.Partition} is still on {victimName}"));
         Assert.All(after.Where(s => before[s.Partition].Silo.StartsWith(victimName + " ", StringComparison.Ordinal)), s => Assert.NotNull(s.LastTransfer));
     }
 
-    private async Task WaitUntilAllPartitionsServeAsync()
+    private async Task<IReadOnlyList<DEngine.Orleans.PartitionStatus>> WaitUntilAllPartitionsServeAsync()
     {
         var deadline = DateTime.UtcNow + Phase;
         while (true)
@@ -118,7 +117,7 @@ public sealed class KillTests(RedisClusterFixture cluster)
                 var statuses = await cluster.Client.GetStatusAsync();
                 if (statuses.Count == RedisClusterFixture.Partitions)
                 {
-                    return;
+                    return statuses;
                 }
             }
             catch (Exception) when (DateTime.UtcNow < deadline)

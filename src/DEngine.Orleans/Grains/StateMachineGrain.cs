@@ -64,8 +64,6 @@ public sealed partial class StateMachineGrain(
     private long _keysExpired;
     private TransferReport? _lastTransfer;
     private Task _snapshotTask = Task.CompletedTask;
-    private long _fenceValidUntil;
-    private Task? _fenceCheck;
     private IGrainTimer? _expiryTimer;
     private ulong _expiryTimerDue = ulong.MaxValue;
     private bool _reminderEnsured;
@@ -121,7 +119,6 @@ public sealed partial class StateMachineGrain(
             return;
         }
         _epoch = record.Epoch;
-        _fenceValidUntil = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
         RearmExpiryTimer();
     }
@@ -215,12 +212,9 @@ public sealed partial class StateMachineGrain(
             {
                 throw new DEngineException(DEngineErrorCode.StaleEpoch, $"ownership changed during the transfer (now silo '{moved.OwnerSilo}', epoch {moved.Epoch})", _partition);
             }
-            // The previous owner's activation may still believe in its lease for this long.
-            await Task.Delay(_options.OwnershipLease);
             _engine = engine;
             _epoch = moved.Epoch;
-            _fenceValidUntil = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
-            _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
+                _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
             LogMoved(_partition, from, _identity, offer.TotalBytes, clock.Elapsed.TotalSeconds, _lastTransfer.MegabytesPerSecond, _epoch);
             RearmExpiryTimer();
         }
@@ -501,9 +495,7 @@ public sealed partial class StateMachineGrain(
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
         var durable = WhenDurable(engine, entries[^1].Index);
         _lastSync = durable;
-        // Acknowledge only when durable and while this activation is known to own the partition.
-        var fence = FenceAsync();
-        (fence.IsCompletedSuccessfully ? durable : Task.WhenAll(durable, fence)).ContinueWith(
+        durable.ContinueWith(
             static (task, state) =>
             {
                 var (writes, outcomes) = ((List<PendingWrite>, IReadOnlyList<ApplyResult>))state!;
@@ -677,31 +669,7 @@ public sealed partial class StateMachineGrain(
     {
         var engine = Serving();
         await WhenDurable(engine, engine.LastApplied.Index);
-        await FenceAsync();
         return engine;
-    }
-
-    // ------------------------------------------------------------ epoch fencing
-
-    /// <summary>
-    /// Completes while this activation is known to own the partition: the ownership record was read
-    /// less than <see cref="DEngineOptions.OwnershipLease"/> ago and named this silo and epoch.
-    /// Otherwise it reads the record again (one read at a time). A newer owner — a duplicate
-    /// activation elsewhere took over — fails it with StaleEpoch, so a stale activation never
-    /// acknowledges a write or answers a read after its lease. A new owner waits one lease after
-    /// taking over before it serves, so the two never overlap.
-    /// </summary>
-    private Task FenceAsync()
-    {
-        if (System.Diagnostics.Stopwatch.GetTimestamp() < _fenceValidUntil)
-        {
-            return Task.CompletedTask;
-        }
-        if (_fenceCheck is null || _fenceCheck.IsCompleted)
-        {
-            _fenceCheck = CheckOwnershipAsync();
-        }
-        return _fenceCheck;
     }
 
     /// <summary>
@@ -730,21 +698,6 @@ public sealed partial class StateMachineGrain(
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
             }
         }
-    }
-
-    private async Task CheckOwnershipAsync()
-    {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var record = await ReadOwnershipAsync();
-        if (record.OwnerSilo == _identity && record.Epoch == _epoch)
-        {
-            _fenceValidUntil = started + (long)(_options.OwnershipLease.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
-            return;
-        }
-        _dataSilo = record.OwnerSilo;
-        Unavailable($"a newer activation owns it (silo '{record.OwnerSilo}', epoch {record.Epoch}; this one has epoch {_epoch}). Retry.");
-        DeactivateOnIdle();
-        throw new DEngineException(DEngineErrorCode.StaleEpoch, $"This activation of partition {_partition} (epoch {_epoch}) is stale: silo '{record.OwnerSilo}' owns it with epoch {record.Epoch}. Retry; the write was not acknowledged.", _partition);
     }
 
     /// <summary>Completes when <paramref name="index"/> is durable (at once in the relaxed mode, which never waits for fsync).</summary>
