@@ -80,7 +80,17 @@ public sealed partial class StateMachineGrain(
             return;
         }
         var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
-        var record = await ReadOwnershipAsync();
+        OwnershipRecord record;
+        try
+        {
+            record = await ReadOwnershipAsync();
+        }
+        catch (TimeoutException ex)
+        {
+            // Nothing is served or applied without knowing the owner: answer retryably.
+            Unavailable(ex.Message);
+            return;
+        }
         if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
         {
             _dataSilo = record.OwnerSilo;
@@ -214,7 +224,7 @@ public sealed partial class StateMachineGrain(
             }
             _engine = engine;
             _epoch = moved.Epoch;
-                _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
+            _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
             LogMoved(_partition, from, _identity, offer.TotalBytes, clock.Elapsed.TotalSeconds, _lastTransfer.MegabytesPerSecond, _epoch);
             RearmExpiryTimer();
         }
@@ -673,9 +683,9 @@ public sealed partial class StateMachineGrain(
     }
 
     /// <summary>
-    /// Reads the ownership record, riding out a moment when its grain is moving (its silo stopping):
-    /// the record is in shared storage and comes back on another silo. Gives up with a
-    /// TimeoutException — the outcome of the writes waiting for it is unknown, not refused.
+    /// Reads the ownership record at activation, riding out a moment when its grain is moving (its
+    /// silo stopping): the record is in shared storage and comes back on another silo. Gives up
+    /// with a TimeoutException after 15 s.
     /// </summary>
     private async Task<OwnershipRecord> ReadOwnershipAsync()
     {
@@ -692,7 +702,7 @@ public sealed partial class StateMachineGrain(
             {
                 if (DateTime.UtcNow > deadline)
                 {
-                    throw new TimeoutException($"Partition {_partition} could not read its ownership record for 15 s ({ex.Message}); the outcome of the waiting writes is unknown.", ex);
+                    throw new TimeoutException($"its ownership record could not be read for 15 s ({ex.Message}). Retry.", ex);
                 }
                 await Task.Delay(delay);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
