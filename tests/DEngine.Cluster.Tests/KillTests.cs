@@ -81,6 +81,32 @@ public sealed class KillTests(RedisClusterFixture cluster)
         Assert.All(statuses, s => Assert.True((long)s.AppliedIndex >= ackedPerPartition[s.Partition], $"partition {s.Partition}: applied {s.AppliedIndex} < acknowledged {ackedPerPartition[s.Partition]}"));
     }
 
+    [Fact]
+    public async Task Graceful_stop_of_one_of_three_silos_under_load_moves_its_partitions_and_loses_no_acknowledged_write()
+    {
+        await cluster.EnsureAllRunningAsync();
+        var before = await WaitUntilAllPartitionsServeAsync();
+        var victim = Enumerable.Range(1, RedisClusterFixture.SiloCount - 1)
+            .First(i => before.Any(s => s.Silo.StartsWith(cluster.Silos[i].Name + " ", StringComparison.Ordinal)));
+        var victimName = cluster.Silos[victim].Name;
+
+        var load = new WriteLoad(cluster.LoadClient, writers: 6, readers: 2, prefix: "stop-" + Guid.NewGuid().ToString("N")[..8]);
+        load.Start();
+        await load.WaitForMoreAcksAsync(200, Phase);
+
+        await cluster.StopSiloGracefullyAsync(victim);
+        await load.WaitForMoreAcksAsync(200, Phase);
+        await load.StopAsync();
+
+        Assert.Empty(load.WrongAnswers);
+        Assert.Empty(load.UnexpectedErrors);
+        await AssertAllAcknowledgedPresentAsync(load);
+        // Every partition serves on the remaining silos (none waits for the stopped one).
+        var after = await WaitUntilAllPartitionsServeAsync();
+        Assert.All(after, s => Assert.False(s.Silo.StartsWith(victimName + " ", StringComparison.Ordinal), $"partition {s.Partition} is still on {victimName}"));
+        Assert.All(after.Where(s => before[s.Partition].Silo.StartsWith(victimName + " ", StringComparison.Ordinal)), s => Assert.NotNull(s.LastTransfer));
+    }
+
     private async Task<IReadOnlyList<DEngine.Orleans.PartitionStatus>> WaitUntilAllPartitionsServeAsync()
     {
         var deadline = DateTime.UtcNow + Phase;

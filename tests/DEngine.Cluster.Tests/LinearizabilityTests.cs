@@ -9,7 +9,7 @@ namespace DEngine.Cluster.Tests;
 public sealed class LinearizabilityTests(RedisClusterFixture cluster)
 {
     [Fact]
-    public async Task Histories_of_eight_clients_across_a_silo_kill_9_and_restart_are_linearizable()
+    public async Task Histories_of_eight_clients_across_a_partition_move_and_a_silo_kill_9_and_restart_are_linearizable()
     {
         await cluster.EnsureAllRunningAsync();
         var keys = Enumerable.Range(0, 6).Select(i => $"lin-{Guid.NewGuid():N}-{i}").ToArray();
@@ -42,7 +42,14 @@ public sealed class LinearizabilityTests(RedisClusterFixture cluster)
             }
         })).ToArray();
 
-        // A silo kill -9 while the clients run, and its restart.
+        // A partition move while the clients run, then a silo kill -9 and its restart.
+        await WaitForAsync(() => Volatile.Read(ref completed) >= total / 4);
+        var movedPartition = await cluster.Client.PartitionOfAsync(Encoding.UTF8.GetBytes(keys[0]));
+        var current = await cluster.Client.GetPartitionStatusAsync(movedPartition);
+        var target = cluster.Silos.Select(s => s.Name).First(n => !current.Silo.StartsWith(n + " ", StringComparison.Ordinal) && n != cluster.Silos[1].Name);
+        var moved = await cluster.Client.MovePartitionAsync(movedPartition, target, TimeSpan.FromSeconds(60));
+        Assert.StartsWith(target + " ", moved.Silo);
+
         await WaitForAsync(() => Volatile.Read(ref completed) >= total / 2);
         cluster.KillSilo(1);
         await WaitForAsync(() => Volatile.Read(ref completed) >= 3 * total / 4);

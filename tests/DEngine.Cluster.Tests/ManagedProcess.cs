@@ -36,6 +36,9 @@ public sealed class ManagedProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Where every output line is also appended, time-stamped (for post-mortems); null for none.</summary>
+    public string? LogFile { get; set; }
+
     public static ManagedProcess Start(string fileName, IEnumerable<string> args, string readyMarker)
     {
         var info = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -103,6 +106,10 @@ public sealed class ManagedProcess : IDisposable
         lock (_log)
         {
             _log.AppendLine(line);
+            if (LogFile is not null)
+            {
+                File.AppendAllText(LogFile, DateTime.UtcNow.ToString("HH:mm:ss.fff ") + line + Environment.NewLine);
+            }
         }
         if (line.Contains(_readyMarker, StringComparison.Ordinal))
         {

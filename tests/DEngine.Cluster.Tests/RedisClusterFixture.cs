@@ -94,6 +94,12 @@ public sealed class RedisClusterFixture : IAsyncLifetime
             "--Silo:Membership:TableRefreshTimeout", "00:00:01",
             "--Silo:Membership:IAmAliveTablePublishTimeout", "00:00:02",
         ], "DEngine silo ready:");
+        // DENGINE_CLUSTER_LOGS=<dir> keeps every silo's output for a post-mortem.
+        if (Environment.GetEnvironmentVariable("DENGINE_CLUSTER_LOGS") is { Length: > 0 } logs)
+        {
+            Directory.CreateDirectory(logs);
+            silo.LogFile = Path.Combine(logs, $"{spec.Name}-{DateTime.UtcNow:HHmmss.fff}.log");
+        }
         Running[index] = silo;
         await silo.WaitReadyAsync(ReadyTimeout);
     }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Orleans.Core.Internal;
 using static DEngine.Orleans.Tests.Keys;
 
 namespace DEngine.Orleans.Tests;
@@ -37,6 +38,96 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         var index = await grain.Put(InPartition(partition, "after-move"), B("x"), 0);
         Assert.Equal(after.AppliedIndex + 1, index);
         Assert.Equal(after.Epoch, (await grain.GetStatus()).AppliedTerm);
+    }
+
+    [Fact]
+    public async Task Moving_a_partition_under_a_steady_write_load_completes_and_loses_no_acknowledged_write()
+    {
+        // Writers keep requests in flight at every instant, so the old activation is never idle:
+        // the move must not wait for idleness, and in-flight writes must finish while it deactivates.
+        const int partition = 5;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        await grain.Put(InPartition(partition, "warm"), B("w"), 0);
+        var acked = new ConcurrentDictionary<string, byte[]>();
+        var failures = new ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 32).Select(w => Task.Run(async () =>
+        {
+            for (var n = 0; !stop.IsCancellationRequested; n++)
+            {
+                var key = InPartition(partition, $"load/{w}/{n}/");
+                try
+                {
+                    await fixture.Client.PutAsync(key, key);
+                    acked[Convert.ToHexString(key)] = key;
+                }
+                catch (Exception ex)
+                {
+                    failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
+                }
+            }
+        })).ToArray();
+        await WaitForAsync(() => acked.Count >= 300);
+        var before = await grain.GetStatus();
+        var target = OtherSiloThan(before);
+
+        var after = await fixture.Client.MovePartitionAsync(partition, target, TimeSpan.FromSeconds(30));
+
+        var afterMove = acked.Count;
+        await WaitForAsync(() => acked.Count >= afterMove + 300);
+        stop.Cancel();
+        await Task.WhenAll(writers);
+        Assert.StartsWith(target + " ", after.Silo);
+        Assert.True(after.Epoch > before.Epoch);
+        var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
+        Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+    }
+
+    [Fact]
+    public async Task Deactivations_that_start_while_writes_are_queued_let_those_writes_finish()
+    {
+        // Orleans may deactivate a partition at any moment (directory changes, shutdown, an
+        // operator). From then on it holds new messages until the running requests end, so queued
+        // writes must be applied without another grain message, or they and the deactivation wait
+        // for each other until the call timeout.
+        const int partition = 6;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        var management = grain.AsReference<IGrainManagementExtension>();
+        var acked = new ConcurrentDictionary<string, byte[]>();
+        var failures = new ConcurrentQueue<string>();
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 32).Select(w => Task.Run(async () =>
+        {
+            for (var n = 0; !stop.IsCancellationRequested; n++)
+            {
+                var key = InPartition(partition, $"deact/{w}/{n}/");
+                try
+                {
+                    await fixture.Client.PutAsync(key, key);
+                    acked[Convert.ToHexString(key)] = key;
+                }
+                catch (Exception ex)
+                {
+                    failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
+                }
+            }
+        })).ToArray();
+
+        for (var round = 0; round < 10; round++)
+        {
+            var before = acked.Count;
+            await WaitForAsync(() => acked.Count >= before + 100, TimeSpan.FromSeconds(20));
+            await management.DeactivateOnIdle();
+        }
+        var last = acked.Count;
+        await WaitForAsync(() => acked.Count >= last + 100, TimeSpan.FromSeconds(20));
+        stop.Cancel();
+        await Task.WhenAll(writers);
+
+        var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
+        Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
+        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
     }
 
     [Fact]
@@ -115,12 +206,13 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         await fixture.StartSiloAsync(victim);
     }
 
-    private static async Task WaitForAsync(Func<bool> condition)
+    private static async Task WaitForAsync(Func<bool> condition, TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
+        var limit = timeout ?? TimeSpan.FromSeconds(60);
+        var deadline = DateTime.UtcNow + limit;
         while (!condition())
         {
-            Assert.True(DateTime.UtcNow < deadline, "the write load did not progress within 60 s");
+            Assert.True(DateTime.UtcNow < deadline, $"the write load did not progress within {limit.TotalSeconds:0} s");
             await Task.Delay(20);
         }
     }

@@ -18,24 +18,18 @@ using Orleans.Runtime.Placement;
 
 namespace DEngine.Orleans.Grains;
 
-/// <summary>Internal entry point of the partition grain's serial apply loop.</summary>
-public interface IPartitionApplyLoop : IGrainWithIntegerKey
-{
-    /// <summary>Applies the queued client writes as the next chunk. The grain sends it to itself.</summary>
-    [OneWay]
-    Task Drain();
-}
-
 /// <summary>
 /// One partition: owns its RocksDB engine and sequences client writes into chunks.
 /// </summary>
 /// <remarks>
 /// Not reentrant. Client writes enter through <c>[AlwaysInterleave]</c> methods that only validate
-/// and queue; <see cref="Drain"/> (a normal, serial request the grain sends itself) turns the queue
-/// into one chunk — index = applied + 1, term = this activation's epoch — and writes it without
-/// fsync, then hands the acknowledgement to the silo's <see cref="WalSyncLoop"/>, so the next
-/// writes gather into the next chunk while this one is being synced (group commit). Reads are
-/// <c>[ReadOnly]</c>: they never run during a write, and wait for the sync of anything applied.
+/// and queue; the activation's drain loop (a task on the grain's own scheduler, so it never runs
+/// beside another turn) turns the queue into one chunk — index = applied + 1, term = this
+/// activation's epoch — and writes it without fsync, then hands the acknowledgement to the silo's
+/// <see cref="WalSyncLoop"/>, so the next writes gather into the next chunk while this one is being
+/// synced (group commit). The loop is not a grain message: writes already accepted finish even while
+/// the activation is deactivating (Orleans holds new messages then, and waits for the running ones).
+/// Reads are <c>[ReadOnly]</c> and wait for the sync of anything applied.
 /// </remarks>
 [DataAffinityPlacement]
 public sealed partial class StateMachineGrain(
@@ -46,7 +40,7 @@ public sealed partial class StateMachineGrain(
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     ILogger<StateMachineGrain> logger)
-    : Grain, IStateMachineGrain, IPartitionApplyLoop
+    : Grain, IStateMachineGrain
 {
     private readonly DEngineOptions _options = options.Value;
     private readonly List<PendingWrite> _queue = [];
@@ -56,7 +50,7 @@ public sealed partial class StateMachineGrain(
     private ulong _epoch;
     private string _identity = "";
     private string? _dataSilo;
-    private bool _drainScheduled;
+    private Task _drainLoop = Task.CompletedTask;
     private bool _closing;
     private Task _lastSync = Task.CompletedTask;
     private long _chunks;
@@ -407,7 +401,10 @@ public sealed partial class StateMachineGrain(
     {
         var pending = new PendingWrite(command);
         _queue.Add(pending);
-        ScheduleDrain();
+        if (_drainLoop.IsCompleted)
+        {
+            _drainLoop = DrainLoopAsync();
+        }
         return pending.Done.Task;
     }
 
@@ -434,38 +431,32 @@ public sealed partial class StateMachineGrain(
 
     // ------------------------------------------------------------ the serial apply loop
 
-    /// <inheritdoc />
-    public async Task Drain()
+    /// <summary>
+    /// Applies the queue chunk by chunk until it is empty. Group commit: while the previous chunk is
+    /// being fsynced, new writes keep queueing (the write methods interleave); once it is durable
+    /// they all go into the next chunk. Runs on the activation's scheduler: every step is a turn of
+    /// this grain, so applies stay strictly serial.
+    /// </summary>
+    private async Task DrainLoopAsync()
     {
-        // Group commit: while the previous chunk is being fsynced, new writes keep queueing (the
-        // write methods interleave); once it is durable they all go into the next chunk.
-        try
+        // Let the writes that arrived with this one queue up first (the continuation is queued
+        // behind them on the activation's scheduler).
+        await Task.Yield();
+        while (_queue.Count > 0 && _engine is not null)
         {
-            await _lastSync;
-        }
-        catch (Exception)
-        {
-            // Its writers were told; the next chunk gets its own sync.
-        }
-        _drainScheduled = false;
-        if (_engine is null || _queue.Count == 0)
-        {
-            return;
-        }
-        DrainOnce();
-        if (_queue.Count > 0)
-        {
-            ScheduleDrain();
-        }
-    }
-
-    private void ScheduleDrain()
-    {
-        if (!_drainScheduled)
-        {
-            _drainScheduled = true;
-            // One-way: completes at once; the drain runs as its own serial request.
-            _ = this.AsReference<IPartitionApplyLoop>().Drain();
+            try
+            {
+                await _lastSync;
+            }
+            catch (Exception)
+            {
+                // Its writers were told; the next chunk gets its own sync.
+            }
+            if (_queue.Count == 0 || _engine is null)
+            {
+                break;
+            }
+            DrainOnce();
         }
     }
 
