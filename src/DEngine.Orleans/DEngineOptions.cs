@@ -41,6 +41,13 @@ public sealed class DEngineOptions
     /// <summary>Memtable size of each partition's data column family, MiB. Default 64.</summary>
     public int WriteBufferMiB { get; set; } = 64;
 
+    /// <summary>
+    /// How long a silo asked to hand a partition over waits for the partition's activation there to
+    /// close its database. The database lock is the fence: no checkpoint is handed out while an
+    /// activation on this silo can still write. Default 20 s.
+    /// </summary>
+    public TimeSpan HandoverWait { get; set; } = TimeSpan.FromSeconds(20);
+
     /// <summary>TTL (lease) settings.</summary>
     public LeaseOptions Lease { get; set; } = new();
 
@@ -82,6 +89,10 @@ public sealed class DEngineOptions
         if (WriteBufferMiB is < 1 or > 1024)
         {
             return $"{SectionName}:{nameof(WriteBufferMiB)} must be between 1 and 1024 (was {WriteBufferMiB}).";
+        }
+        if (HandoverWait < TimeSpan.Zero || HandoverWait > TimeSpan.FromMinutes(10))
+        {
+            return $"{SectionName}:{nameof(HandoverWait)} must be between 00:00:00 and 00:10:00 (was {HandoverWait}).";
         }
         return Lease.Validate();
     }

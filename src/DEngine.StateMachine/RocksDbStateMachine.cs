@@ -265,7 +265,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             }
             using var _ = EnterServing();
             var applied = _lastApplied;
-            var firstNew = ValidateOrder(entries, applied.Index);
+            var firstNew = ValidateOrder(entries, applied);
             var results = new ApplyResult[entries.Count];
             for (var i = 0; i < firstNew; i++)
             {
@@ -349,9 +349,14 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         }
     }
 
-    /// <summary>Returns the position of the first entry above <paramref name="appliedIndex"/>; throws if the chunk is out of order or leaves a gap.</summary>
-    private int ValidateOrder(IReadOnlyList<ApplyEntry> entries, ulong appliedIndex)
+    /// <summary>
+    /// Returns the position of the first entry above <paramref name="applied"/>; throws if the chunk
+    /// is out of order, leaves a gap, or carries a term below one already applied (the writer is a
+    /// stale activation: a newer epoch has written here since).
+    /// </summary>
+    private int ValidateOrder(IReadOnlyList<ApplyEntry> entries, LogPosition applied)
     {
+        var appliedIndex = applied.Index;
         if (entries.Count == 0)
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, "An empty chunk cannot be applied; send at least one entry.", PartitionId);
@@ -381,6 +386,15 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 {
                     throw new DEngineException(DEngineErrorCode.ChunkGap, $"Index {entries[i].Index} follows {entries[i - 1].Index}: entries are missing in between. Nothing of the chunk was applied.", PartitionId, entries[i].Index);
                 }
+            }
+            var term = applied.Term;
+            for (var i = firstNew; i < entries.Count; i++)
+            {
+                if (entries[i].Term < term)
+                {
+                    throw new DEngineException(DEngineErrorCode.StaleEpoch, $"Entry {entries[i].Index} has term {entries[i].Term}, below term {term} already applied: its writer is a stale activation (a newer epoch has written this partition). Nothing of the chunk was applied.", PartitionId, entries[i].Index);
+                }
+                term = entries[i].Term;
             }
         }
         return firstNew;

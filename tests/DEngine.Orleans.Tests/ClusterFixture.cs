@@ -41,6 +41,7 @@ public class ClusterFixture : IAsyncLifetime
                 o.WriteBufferMiB = 4;
                 o.BlockCacheMiB = 8;
                 o.Lease.ReminderPeriod = TimeSpan.FromSeconds(1);
+                o.HandoverWait = TimeSpan.FromSeconds(5);
             });
             silo.UseInMemoryReminderService();
             silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = TimeSpan.FromSeconds(1));

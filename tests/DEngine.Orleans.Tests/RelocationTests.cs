@@ -131,6 +131,29 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
     }
 
     [Fact]
+    public async Task No_checkpoint_is_handed_over_while_the_partition_is_active_on_the_silo_that_holds_its_data()
+    {
+        // The fence against two writers: a takeover starts with a handover checkpoint from the silo
+        // holding the data, and that silo hands none out while an activation there can still write.
+        const int partition = 7;
+        var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+        await grain.Put(InPartition(partition, "fence"), B("before"), 0);
+        var before = await grain.GetStatus();
+        var holder = fixture.Grains.GetGrain<DEngine.Orleans.Snapshots.ISnapshotServerGrain>(ClusterFixture.SiloOf(before));
+
+        var error = await Assert.ThrowsAsync<DEngineException>(() => holder.PrepareHandover(partition));
+
+        Assert.Equal(DEngineErrorCode.PartitionUnavailable, error.Code);
+        Assert.Contains("still open", error.Message);
+        // The live activation is untouched: same silo, same epoch, and it keeps writing.
+        var index = await grain.Put(InPartition(partition, "fence"), B("after"), 0);
+        var after = await grain.GetStatus();
+        Assert.Equal(before.Silo, after.Silo);
+        Assert.Equal(before.Epoch, after.Epoch);
+        Assert.Equal(before.AppliedIndex + 1, index);
+    }
+
+    [Fact]
     public async Task A_snapshot_of_200_MB_moves_between_silos_in_chunks_below_the_message_size_limit()
     {
         const int partition = 1;

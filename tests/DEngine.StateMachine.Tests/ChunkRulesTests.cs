@@ -114,6 +114,48 @@ public sealed class ChunkRulesTests
     }
 
     [Fact]
+    public void An_entry_with_a_term_below_the_applied_term_is_rejected_with_StaleEpoch_and_nothing_applied()
+    {
+        // Epoch fencing where the data is: once a newer epoch (term 3) has written, a writer still
+        // on an older epoch cannot append, even with the right next index.
+        using var engine = EngineWithTwoEntries();
+        engine.Machine.ApplyChunk([Insert(3, "c", "3", term: 3)]);
+
+        var error = Rejected(engine, [Insert(4, "d", "stale", term: 2)]);
+
+        Assert.Equal(DEngineErrorCode.StaleEpoch, error.Code);
+        Assert.True(error.Code.IsRetryable());
+        Assert.Equal(4UL, error.Index);
+        Assert.Null(engine.GetString("d"));
+        Assert.Equal(new LogPosition(3, 3), engine.Machine.LastApplied);
+    }
+
+    [Fact]
+    public void Terms_falling_inside_one_chunk_reject_the_whole_chunk_with_StaleEpoch()
+    {
+        using var engine = EngineWithTwoEntries();
+
+        var error = Rejected(engine, [Insert(3, "c", "3", term: 2), Insert(4, "d", "4", term: 1)]);
+
+        Assert.Equal(DEngineErrorCode.StaleEpoch, error.Code);
+        Assert.Equal(4UL, error.Index);
+        Assert.Null(engine.GetString("c"));
+        AssertUnchanged(engine);
+    }
+
+    [Fact]
+    public void A_redelivered_entry_with_an_older_term_is_still_only_AlreadyApplied()
+    {
+        using var engine = EngineWithTwoEntries();
+        engine.Machine.ApplyChunk([Insert(3, "c", "3", term: 2)]);
+
+        var results = engine.Machine.ApplyChunk([Insert(2, "b", "2", term: 1), Insert(3, "c", "3", term: 2), Insert(4, "d", "4", term: 2)]);
+
+        Assert.Equal([ApplyStatus.AlreadyApplied, ApplyStatus.AlreadyApplied, ApplyStatus.Applied], results.Select(r => r.Status));
+        Assert.Equal(new LogPosition(4, 2), engine.Machine.LastApplied);
+    }
+
+    [Fact]
     public void An_empty_chunk_is_rejected_with_InvalidArgument()
     {
         using var engine = EngineWithTwoEntries();

@@ -485,6 +485,12 @@ public sealed partial class StateMachineGrain(
             {
                 pending.Done.TrySetException(error);
             }
+            if (error.Code == DEngineErrorCode.StaleEpoch)
+            {
+                // A newer epoch has written this data: this activation must go; the retry finds the current one.
+                _unavailable = error;
+                DeactivateOnIdle();
+            }
             return;
         }
         _chunks++;

@@ -2,6 +2,7 @@ using DEngine.Orleans.Storage;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Snapshots;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Orleans;
 using Orleans.Concurrency;
 
@@ -10,12 +11,10 @@ namespace DEngine.Orleans.Snapshots;
 /// <inheritdoc cref="ISnapshotServerGrain" />
 [Reentrant]
 [SiloIdentityPlacement]
-public sealed partial class SnapshotServerGrain(PartitionStore store, ILogger<SnapshotServerGrain> logger) : Grain, ISnapshotServerGrain
+public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<DEngineOptions> options, ILogger<SnapshotServerGrain> logger) : Grain, ISnapshotServerGrain
 {
     /// <summary>Largest chunk served.</summary>
     public const int MaxChunkBytes = 1024 * 1024;
-
-    private static readonly TimeSpan OpenPatience = TimeSpan.FromSeconds(20);
 
     /// <inheritdoc />
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -50,20 +49,32 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, ILogger<Sn
         return new SnapshotOffer(partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes);
     }
 
+    /// <summary>
+    /// Opens the partition's database once no activation on this silo holds it. This is the fence
+    /// against a stale writer: while an activation here can still write, no checkpoint leaves.
+    /// </summary>
     private async Task<RocksDbStateMachine> OpenWhenReleasedAsync(int partition)
     {
-        var deadline = DateTime.UtcNow + OpenPatience;
+        var deadline = DateTime.UtcNow + options.Value.HandoverWait;
         while (true)
         {
-            try
+            if (!store.OpenPartitions.Contains(partition))
             {
-                return store.Open(partition);
+                try
+                {
+                    return store.Open(partition);
+                }
+                catch (DEngineException) when (DateTime.UtcNow < deadline)
+                {
+                    // The previous activation is between closing RocksDB and releasing its lock.
+                }
             }
-            catch (DEngineException) when (DateTime.UtcNow < deadline)
+            if (DateTime.UtcNow >= deadline)
             {
-                // The partition's previous activation on this silo is still closing its database.
-                await Task.Delay(100);
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {partition} is still open on silo '{this.GetPrimaryKeyString()}' after {options.Value.HandoverWait.TotalSeconds:0} s: an activation there can still write, so no checkpoint is handed over. Retry once it has moved.", partition);
             }
+            // The partition's activation on this silo is still closing its database.
+            await Task.Delay(100);
         }
     }
 
