@@ -45,8 +45,9 @@ public sealed partial class RocksDbStateMachine
     /// <summary>
     /// Takes a snapshot: a RocksDB checkpoint (hard links where possible) of exactly the applied state,
     /// labelled <c>snapshot-{index}-{term}</c> with the last applied entry, plus its
-    /// <see cref="SnapshotManifest"/>. Writes wait only for the checkpoint call itself; hashing runs
-    /// after. The snapshot becomes visible complete (temp directory renamed), its metadata is persisted,
+    /// <see cref="SnapshotManifest"/>. The memtables are flushed first while writes continue; writes
+    /// then wait only for the checkpoint call itself (links plus a copy of the WAL written since the
+    /// flush); hashing runs after. The snapshot becomes visible complete (temp directory renamed), its metadata is persisted,
     /// and all but the newest <see cref="RocksDbStateMachineOptions.SnapshotsToKeep"/> snapshots are deleted.
     /// Works while the machine is stopped (not while it is closed).
     /// </summary>
@@ -56,6 +57,9 @@ public sealed partial class RocksDbStateMachine
         {
             var snapshots = _layout.SnapshotsPath;
             Directory.CreateDirectory(snapshots);
+            // Write the memtables out while writes continue; the checkpoint below (which holds
+            // writes) then only copies the little WAL written since, or flushes that little.
+            Flush();
             LogPosition label;
             string temp;
             lock (_applyGate)
@@ -67,7 +71,9 @@ public sealed partial class RocksDbStateMachine
                 try
                 {
                     using var checkpoint = _db!.Checkpoint();
-                    checkpoint.Save(temp, 0); // 0: flush memtables first, so the checkpoint needs no WAL
+                    // Below the limit the checkpoint copies the WAL written since the flush above
+                    // (replayed when the snapshot is opened) instead of flushing again while writes wait.
+                    checkpoint.Save(temp, _options.SnapshotWalBytesWithoutFlush);
                 }
                 catch (RocksDbException ex)
                 {

@@ -30,8 +30,12 @@ public sealed class RocksDbStateMachineOptions
     /// <summary>Memtables merged in one flush. Default 2.</summary>
     public int MinWriteBufferNumberToMerge { get; set; } = 2;
 
-    /// <summary>Background flush and compaction jobs. Default 4.</summary>
-    public int MaxBackgroundJobs { get; set; } = 4;
+    /// <summary>
+    /// Background flush and compaction jobs. Default 8, which lets RocksDB run two flushes at once: a
+    /// long flush of the data family no longer queues the small metadata family's flush behind it
+    /// (its two 4 MiB memtables filled meanwhile and stalled writes for the whole flush).
+    /// </summary>
+    public int MaxBackgroundJobs { get; set; } = 8;
 
     /// <summary>Target SST file size. Default 64 MiB.</summary>
     public ulong TargetFileSizeBase { get; set; } = 64UL << 20;
@@ -62,6 +66,14 @@ public sealed class RocksDbStateMachineOptions
 
     /// <summary>Snapshots kept on disk after a new one is taken; older ones are deleted. Default 2.</summary>
     public int SnapshotsToKeep { get; set; } = 2;
+
+    /// <summary>
+    /// A snapshot flushes the memtables while writes continue, then takes the checkpoint while writes
+    /// wait. If the write-ahead log is still smaller than this many bytes then (the writes since the
+    /// flush), the checkpoint copies it instead of flushing again, and opening the snapshot replays
+    /// it. 0 always flushes inside the checkpoint. Default 64 MiB.
+    /// </summary>
+    public ulong SnapshotWalBytesWithoutFlush { get; set; } = 64UL << 20;
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
     public void Validate()
