@@ -64,6 +64,12 @@ def main() -> None:
     ap.add_argument("--window-of", default=None)
     ap.add_argument("--children", action="append", default=[])
     ap.add_argument("--group", action="append", default=[])
+    ap.add_argument("--bins-with", default=None,
+                    help="count only samples in 100 ms time bins that hold a sample containing this (phases that alternate)")
+    ap.add_argument("--bins-without", default=None,
+                    help="count only samples in 100 ms time bins that hold no sample containing this")
+    ap.add_argument("--bins-need", default=None,
+                    help="with --bins-without: the bin must still hold a sample containing this (the load is running)")
     ap.add_argument("--after-last", default=None, help="start the window after the last sample containing this")
     ap.add_argument("--before-first", default=None, help="end the window before the first sample containing this")
     args = ap.parse_args()
@@ -80,7 +86,18 @@ def main() -> None:
         hi = min(t for t, s in all_samples if any(args.before_first in f for f in s))
     if args.after_last or args.before_first:
         print(f"window: {hi - lo:.2f} s (after the last '{args.after_last}', before the first '{args.before_first}')")
-    selected = [s for t, s in all_samples if lo <= t <= hi]
+    selected = [(t, s) for t, s in all_samples if lo <= t <= hi]
+    if args.bins_with or args.bins_without:
+        def bins(needle):
+            return {int(t * 10) for t, s in selected if any(needle in f for f in s)}
+        keep = bins(args.bins_with) if args.bins_with else {int(t * 10) for t, s in selected}
+        if args.bins_without:
+            keep -= bins(args.bins_without)
+        if args.bins_need:
+            keep &= bins(args.bins_need)
+        selected = [(t, s) for t, s in selected if int(t * 10) in keep]
+        print(f"time bins kept: {len(keep)} x 100 ms")
+    selected = [s for t, s in selected]
     n = len(selected)
     print(f"samples: {n}")
     self_c = collections.Counter(s[0] for s in selected if s)
