@@ -46,39 +46,24 @@ public sealed class DEngineClient
     }
 
     /// <summary>Stores a value; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns once durable.</summary>
-    public async Task PutAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default)
-    {
-        var grain = await GrainForAsync(key);
-        await RetryAsync(() => grain.Put(key, value, ttlSeconds), cancellationToken);
-    }
+    public Task PutAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default) =>
+        CallAsync(key, (value, ttlSeconds), static (grain, key, args) => grain.Put(key, args.value, args.ttlSeconds), cancellationToken);
 
     /// <summary>The value of <paramref name="key"/>, or null when absent.</summary>
-    public async Task<byte[]?> GetAsync(byte[] key, CancellationToken cancellationToken = default)
-    {
-        var grain = await GrainForAsync(key);
-        return await RetryAsync(() => grain.Get(key), cancellationToken);
-    }
+    public Task<byte[]?> GetAsync(byte[] key, CancellationToken cancellationToken = default) =>
+        CallAsync(key, 0, static (grain, key, _) => grain.Get(key), cancellationToken);
 
     /// <summary>Deletes <paramref name="key"/>; deleting an absent key is not an error.</summary>
-    public async Task DeleteAsync(byte[] key, CancellationToken cancellationToken = default)
-    {
-        var grain = await GrainForAsync(key);
-        await RetryAsync(() => grain.Delete(key), cancellationToken);
-    }
+    public Task DeleteAsync(byte[] key, CancellationToken cancellationToken = default) =>
+        CallAsync(key, 0, static (grain, key, _) => grain.Delete(key), cancellationToken);
 
     /// <summary>Writes <paramref name="newValue"/> if the value equals <paramref name="expected"/> (null = absent). Returns whether it did.</summary>
-    public async Task<bool> CompareAndSwapAsync(byte[] key, byte[]? expected, byte[] newValue, CancellationToken cancellationToken = default)
-    {
-        var grain = await GrainForAsync(key);
-        return await RetryAsync(() => grain.CompareAndSwap(key, expected, newValue), cancellationToken);
-    }
+    public Task<bool> CompareAndSwapAsync(byte[] key, byte[]? expected, byte[] newValue, CancellationToken cancellationToken = default) =>
+        CallAsync(key, (expected, newValue), static (grain, key, args) => grain.CompareAndSwap(key, args.expected, args.newValue), cancellationToken);
 
     /// <summary>The TTL state of <paramref name="key"/>.</summary>
-    public async Task<KeyTtl> GetTtlAsync(byte[] key, CancellationToken cancellationToken = default)
-    {
-        var grain = await GrainForAsync(key);
-        return await RetryAsync(() => grain.GetTtl(key), cancellationToken);
-    }
+    public Task<KeyTtl> GetTtlAsync(byte[] key, CancellationToken cancellationToken = default) =>
+        CallAsync(key, 0, static (grain, key, _) => grain.GetTtl(key), cancellationToken);
 
     /// <summary>Values of <paramref name="keys"/> in request order (null = absent); one consistent read per partition.</summary>
     public async Task<IReadOnlyList<byte[]?>> GetMultiAsync(IReadOnlyList<byte[]> keys, CancellationToken cancellationToken = default)
@@ -213,16 +198,89 @@ public sealed class DEngineClient
         return _grains.GetGrain<IStateMachineGrain>(partition);
     }
 
-    private async Task<IStateMachineGrain> GrainForAsync(byte[] key)
+    /// <summary>The partition grains by partition, built once the partition count is known (grain references are immutable and thread-safe).</summary>
+    private IStateMachineGrain[]? _byPartition;
+
+    private IStateMachineGrain[] PartitionGrains(int partitions)
     {
-        ArgumentNullException.ThrowIfNull(key);
-        if (key.Length == 0)
+        var known = Volatile.Read(ref _byPartition);
+        if (known is not null && known.Length == partitions)
         {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty.");
+            return known;
         }
+        var grains = new IStateMachineGrain[partitions];
+        for (var p = 0; p < partitions; p++)
+        {
+            grains[p] = _grains.GetGrain<IStateMachineGrain>(p);
+        }
+        Volatile.Write(ref _byPartition, grains);
+        return grains;
+    }
+
+    private static Exception? InvalidKey(byte[] key) =>
+        key is null ? new ArgumentNullException(nameof(key))
+        : key.Length == 0 ? new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty.")
+        : null;
+
+    /// <summary>
+    /// One single-key call with retries. Once the partition count is known (after the first call) this
+    /// neither allocates a closure nor runs an async method until the grain call is awaited: the grain
+    /// reference comes from a cached array and the call's arguments travel as a struct.
+    /// </summary>
+    private Task<T> CallAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    {
+        if (InvalidKey(key) is { } invalid)
+        {
+            return Task.FromException<T>(invalid);
+        }
+        var partitions = _partitions;
+        if (partitions is not { IsCompletedSuccessfully: true })
+        {
+            return CallSlowAsync(key, args, call, cancellationToken);
+        }
+        var grain = PartitionGrains(partitions.Result)[KeyRouting.PartitionOf(key, partitions.Result)];
+        var first = Invoke(grain, key, args, call);
+        return first.IsCompletedSuccessfully ? first : RetryAsync(first, grain, key, args, call, cancellationToken);
+    }
+
+    private async Task<T> CallSlowAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    {
         var partitions = await GetPartitionCountAsync();
-        var partition = KeyRouting.PartitionOf(key, partitions);
-        return _grains.GetGrain<IStateMachineGrain>(partition);
+        var grain = PartitionGrains(partitions)[KeyRouting.PartitionOf(key, partitions)];
+        return await RetryAsync(Invoke(grain, key, args, call), grain, key, args, call, cancellationToken);
+    }
+
+    private static Task<T> Invoke<TArgs, T>(IStateMachineGrain grain, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call)
+    {
+        try
+        {
+            return call(grain, key, args);
+        }
+        catch (Exception ex)
+        {
+            // A call that throws before returning a task is treated like one whose task failed.
+            return Task.FromException<T>(ex);
+        }
+    }
+
+    /// <summary>Awaits <paramref name="first"/> (the first attempt, already started) and retries like <see cref="RetryAsync{T}(Func{Task{T}}, CancellationToken)"/>.</summary>
+    private async Task<T> RetryAsync<TArgs, T>(Task<T> first, IStateMachineGrain grain, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    {
+        var delay = _options.InitialBackoff;
+        var attempt = first;
+        for (var retries = 0; ; retries++)
+        {
+            try
+            {
+                return await attempt;
+            }
+            catch (Exception ex) when (IsRetryable(ex) && retries < _options.MaxRetries)
+            {
+                await Task.Delay(delay, _options.TimeProvider, cancellationToken);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
+            }
+            attempt = Invoke(grain, key, args, call);
+        }
     }
 
     // Only errors that guarantee the request was not applied are retried, so retrying even a CAS

@@ -128,8 +128,43 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     public byte[]? Get(ReadOnlySpan<byte> key)
     {
         using var _ = EnterServing();
-        var stored = _db!.Get(key, _data);
-        return stored is null ? null : LiveValue(stored, NowUnixMs);
+        return ReadLive(key);
+    }
+
+    private static readonly ReadOptions PointReadOptions = new();
+
+    /// <summary>
+    /// One point read of the data family through a pinned slice: the value is copied once, from
+    /// RocksDB's memtable or cached block straight into the result, without its expiry header (no
+    /// native result buffer to allocate, copy and free, no second managed copy). The clock is read
+    /// only for a value that has a TTL. Callers hold the lifecycle read lock.
+    /// </summary>
+    private unsafe byte[]? ReadLive(ReadOnlySpan<byte> key)
+    {
+        IntPtr slice;
+        IntPtr error;
+        fixed (byte* k = key)
+        {
+            slice = Native.Instance.rocksdb_get_pinned_cf(_db!.Handle, PointReadOptions.Handle, _data.Handle, k, (UIntPtr)key.Length, out error);
+        }
+        if (error != IntPtr.Zero)
+        {
+            throw new RocksDbException(error);
+        }
+        if (slice == IntPtr.Zero)
+        {
+            return null;
+        }
+        try
+        {
+            var data = Native.Instance.rocksdb_pinnableslice_value(slice, out var length);
+            var value = StoredValue.Decode(new ReadOnlySpan<byte>((void*)data, checked((int)length)), out var expiry);
+            return expiry != 0 && StoredValue.IsExpired(expiry, NowUnixMs) ? null : value.ToArray();
+        }
+        finally
+        {
+            Native.Instance.rocksdb_pinnableslice_destroy(slice);
+        }
     }
 
     /// <inheritdoc />

@@ -11,7 +11,7 @@ public static class LoadDriver
     /// warm-up) are counted and their latencies recorded.
     /// </summary>
     public static async Task<(long Ops, double Seconds, LatencyRecorder Latencies)> ClosedLoopAsync(
-        int concurrency, TimeSpan warmup, TimeSpan duration, Func<int, long, Task> operation)
+        int concurrency, TimeSpan warmup, TimeSpan duration, Func<int, long, Task> operation, Action<TimeSpan>? measuredCpu = null)
     {
         var recording = 0;
         var stop = 0;
@@ -36,11 +36,13 @@ public static class LoadDriver
             });
         }
         await Task.Delay(warmup).ConfigureAwait(false);
+        var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var sw = Stopwatch.StartNew();
         Volatile.Write(ref recording, 1);
         await Task.Delay(duration).ConfigureAwait(false);
         Volatile.Write(ref recording, 0);
         var seconds = sw.Elapsed.TotalSeconds;
+        measuredCpu?.Invoke(Process.GetCurrentProcess().TotalProcessorTime - cpuBefore);
         Volatile.Write(ref stop, 1);
         await Task.WhenAll(workers).ConfigureAwait(false);
         var all = LatencyRecorder.Merge(recorders);

@@ -59,5 +59,16 @@ public sealed class RawRocks : IDisposable
 
     public WriteOptions Buffered { get; } = new WriteOptions().SetSync(false);
 
+    /// <summary>
+    /// Flushes the data column family's memtable to SST files and waits. (<c>RocksDb.Flush</c> of
+    /// RocksDbSharp flushes only the default column family, which holds nothing here.)
+    /// </summary>
+    public void FlushData()
+    {
+        var flush = new FlushOptions().SetWaitForFlush(true);
+        Native.Instance.rocksdb_flush_cf(_db.Handle, flush.Handle, Data.Handle);
+        GC.KeepAlive(flush);
+    }
+
     public void Dispose() => _db.Dispose();
 }

@@ -117,7 +117,7 @@ public static class EngineSuites
                 raw.Db.Write(batch, raw.Buffered);
             }
             engine.Flush();
-            raw.Db.Flush(new FlushOptions().SetWaitForFlush(true));
+            raw.FlushData();
             // Warm the block cache: every key once on each side.
             foreach (var key in keys)
             {
