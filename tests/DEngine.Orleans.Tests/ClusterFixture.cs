@@ -2,6 +2,7 @@ using DEngine.Client;
 using DEngine.Orleans.Hosting;
 using DEngine.Orleans.Ownership;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Orleans;
 using Orleans.Configuration;
 using Orleans.Hosting;
@@ -54,6 +55,11 @@ public class ClusterFixture : IAsyncLifetime
                 o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(1);
             });
         });
+        if (FileLoggerProvider.Directory is { } logs)
+        {
+            System.IO.Directory.CreateDirectory(logs);
+            builder.ConfigureSiloHost((options, host) => host.Logging.AddProvider(new FileLoggerProvider(Path.Combine(logs, options.SiloName + ".log"))));
+        }
         builder.ConfigureClient(client => client.AddDEngineClient(o => o.MaxRetries = 12));
         Cluster = builder.Build();
         await Cluster.DeployAsync();
