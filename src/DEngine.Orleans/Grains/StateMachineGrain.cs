@@ -73,6 +73,13 @@ public sealed partial class StateMachineGrain(
             _unavailable = new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {_partition} does not exist: the cluster has partitions 0..{_options.Partitions - 1}.", _partition);
             return;
         }
+        if (membership.CurrentSnapshot.GetSiloStatus(silo.SiloAddress) is SiloStatus.ShuttingDown or SiloStatus.Stopping or SiloStatus.Dead)
+        {
+            // A late message (a stale cached address) must not pull the partition back onto a silo
+            // that is leaving: answer retryably; the retry is placed on an active silo.
+            Unavailable("this silo is shutting down. Retry.");
+            return;
+        }
         var owner = GrainFactory.GetGrain<IPartitionOwnerGrain>(_partition);
         OwnershipRecord record;
         try
