@@ -48,6 +48,13 @@ public sealed class DEngineOptions
     /// </summary>
     public TimeSpan HandoverWait { get; set; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// After a stopping silo has handed its partitions over, how long it keeps its messaging up so
+    /// that requests still addressed to it (callers' cached addresses) are forwarded or rejected
+    /// retryably instead of being dropped with the connection. Default 2 s.
+    /// </summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>TTL (lease) settings.</summary>
     public LeaseOptions Lease { get; set; } = new();
 
@@ -93,6 +100,10 @@ public sealed class DEngineOptions
         if (HandoverWait < TimeSpan.Zero || HandoverWait > TimeSpan.FromMinutes(10))
         {
             return $"{SectionName}:{nameof(HandoverWait)} must be between 00:00:00 and 00:10:00 (was {HandoverWait}).";
+        }
+        if (ShutdownGrace < TimeSpan.Zero || ShutdownGrace > TimeSpan.FromMinutes(1))
+        {
+            return $"{SectionName}:{nameof(ShutdownGrace)} must be between 00:00:00 and 00:01:00 (was {ShutdownGrace}).";
         }
         return Lease.Validate();
     }

@@ -2,6 +2,7 @@ using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Orleans;
 using Orleans.Runtime;
 
@@ -17,6 +18,7 @@ public sealed partial class PartitionHandover(
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     PartitionStore store,
+    IOptions<DEngineOptions> options,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
     private static readonly TimeSpan HandoverTimeout = TimeSpan.FromSeconds(45);
@@ -52,6 +54,10 @@ public sealed partial class PartitionHandover(
         // is unavailable until this silo returns, so the handover gets its full time.
         using var timeout = new CancellationTokenSource(HandoverTimeout);
         await Task.WhenAll(partitions.Select((partition, i) => HandOverAsync(partition, targets[i % targets.Length], timeout.Token)));
+        // Callers may still send requests here from cached addresses. While messaging is up they are
+        // forwarded to the new activations (or rejected retryably); once it stops, a rejection can be
+        // lost with the connection and the caller waits for its call timeout. So stay a moment.
+        await Task.Delay(options.Value.ShutdownGrace, CancellationToken.None);
     }
 
     private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
