@@ -51,6 +51,10 @@ public sealed class RedisClusterFixture : IAsyncLifetime
                 o.ClusterId = "dengine";
                 o.ServiceId = "dengine";
             })
+            // An Orleans client does not fail calls in flight through a gateway that was killed: they
+            // wait for the response timeout (30 s by default), and every writer routed through the
+            // killed silo stalled that long after each kill. 5 s, as the README recommends.
+            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5))
             .AddDEngineClient(o =>
             {
                 o.MaxRetries = 10;
