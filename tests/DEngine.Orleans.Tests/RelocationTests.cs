@@ -194,6 +194,7 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
 
         var acked = new ConcurrentDictionary<string, byte[]>();
         var failures = new ConcurrentQueue<string>();
+        var unknown = 0;
         using var stop = new CancellationTokenSource();
         var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
         {
@@ -204,6 +205,13 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
                 {
                     await fixture.Client.PutAsync(key, key);
                     acked[S(key)] = key;
+                }
+                catch (Exception ex) when (ex is TimeoutException or global::Orleans.Runtime.OrleansException)
+                {
+                    // Unknown outcome (a call in flight through the stopping silo's gateway when it
+                    // closed; Orleans clients wait for the response timeout then). Not acknowledged,
+                    // so not checked; counted.
+                    Interlocked.Increment(ref unknown);
                 }
                 catch (Exception ex)
                 {
@@ -225,6 +233,8 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
         Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
         Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        // At most the few calls that were in flight through the stopping silo's gateway.
+        Assert.True(Volatile.Read(ref unknown) <= 4, $"{unknown} writes ended with an unknown outcome");
 
         await fixture.StartSiloAsync(victim);
     }

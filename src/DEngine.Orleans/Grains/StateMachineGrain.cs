@@ -474,15 +474,17 @@ public sealed partial class StateMachineGrain(
         var batch = _queue.GetRange(0, count);
         _queue.RemoveRange(0, count);
 
-        var next = engine.LastApplied.Index + 1;
+        ulong next = 0;
         var entries = new ApplyEntry[count];
-        for (var i = 0; i < count; i++)
-        {
-            entries[i] = new ApplyEntry(next + (ulong)i, _epoch, batch[i].Command);
-        }
         IReadOnlyList<ApplyResult> results;
         try
         {
+            // Inside the try: whatever fails, every write taken off the queue gets its answer.
+            next = engine.LastApplied.Index + 1;
+            for (var i = 0; i < count; i++)
+            {
+                entries[i] = new ApplyEntry(next + (ulong)i, _epoch, batch[i].Command);
+            }
             results = engine.ApplyCommands(entries, ApplyDurability.Deferred);
         }
         catch (Exception ex)
