@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using DEngine.Client;
 using Orleans.Core.Internal;
 using static DEngine.Orleans.Tests.Keys;
 
@@ -48,40 +49,19 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         const int partition = 5;
         var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
         await grain.Put(InPartition(partition, "warm"), B("w"), 0);
-        var acked = new ConcurrentDictionary<string, byte[]>();
-        var failures = new ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource();
-        var writers = Enumerable.Range(0, 32).Select(w => Task.Run(async () =>
-        {
-            for (var n = 0; !stop.IsCancellationRequested; n++)
-            {
-                var key = InPartition(partition, $"load/{w}/{n}/");
-                try
-                {
-                    await fixture.Client.PutAsync(key, key);
-                    acked[Convert.ToHexString(key)] = key;
-                }
-                catch (Exception ex)
-                {
-                    failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
-                }
-            }
-        })).ToArray();
-        await WaitForAsync(() => acked.Count >= 300);
+        var load = PartitionWriters.Start(fixture.Client, partition, "load", 32);
+        await WaitForAsync(() => load.Acked.Count >= 300);
         var before = await grain.GetStatus();
         var target = OtherSiloThan(before);
 
         var after = await fixture.Client.MovePartitionAsync(partition, target, TimeSpan.FromSeconds(30));
 
-        var afterMove = acked.Count;
-        await WaitForAsync(() => acked.Count >= afterMove + 300);
-        stop.Cancel();
-        await Task.WhenAll(writers);
+        var afterMove = load.Acked.Count;
+        await WaitForAsync(() => load.Acked.Count >= afterMove + 300);
+        await load.StopAsync();
         Assert.StartsWith(target + " ", after.Silo);
         Assert.True(after.Epoch > before.Epoch);
-        var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
-        Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
-        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        await load.AssertEveryAcknowledgedWritePresentAndNoErrorAsync();
     }
 
     [Fact]
@@ -94,40 +74,19 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         const int partition = 6;
         var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
         var management = grain.AsReference<IGrainManagementExtension>();
-        var acked = new ConcurrentDictionary<string, byte[]>();
-        var failures = new ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource();
-        var writers = Enumerable.Range(0, 32).Select(w => Task.Run(async () =>
-        {
-            for (var n = 0; !stop.IsCancellationRequested; n++)
-            {
-                var key = InPartition(partition, $"deact/{w}/{n}/");
-                try
-                {
-                    await fixture.Client.PutAsync(key, key);
-                    acked[Convert.ToHexString(key)] = key;
-                }
-                catch (Exception ex)
-                {
-                    failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
-                }
-            }
-        })).ToArray();
+        var load = PartitionWriters.Start(fixture.Client, partition, "deact", 32);
 
         for (var round = 0; round < 10; round++)
         {
-            var before = acked.Count;
-            await WaitForAsync(() => acked.Count >= before + 100, TimeSpan.FromSeconds(20));
+            var before = load.Acked.Count;
+            await WaitForAsync(() => load.Acked.Count >= before + 100, TimeSpan.FromSeconds(20));
             await management.DeactivateOnIdle();
         }
-        var last = acked.Count;
-        await WaitForAsync(() => acked.Count >= last + 100, TimeSpan.FromSeconds(20));
-        stop.Cancel();
-        await Task.WhenAll(writers);
+        var last = load.Acked.Count;
+        await WaitForAsync(() => load.Acked.Count >= last + 100, TimeSpan.FromSeconds(20));
+        await load.StopAsync();
 
-        var values = await fixture.Client.GetMultiAsync(acked.Values.ToArray());
-        Assert.All(values.Zip(acked.Values), p => Assert.Equal(p.Second, p.First));
-        Assert.True(failures.IsEmpty, string.Join("\n", failures.Take(5)));
+        await load.AssertEveryAcknowledgedWritePresentAndNoErrorAsync();
     }
 
     [Fact]
@@ -247,6 +206,56 @@ public sealed class RelocationTests(RestartClusterFixture fixture)
         {
             Assert.True(DateTime.UtcNow < deadline, $"the write load did not progress within {limit.TotalSeconds:0} s");
             await Task.Delay(20);
+        }
+    }
+
+    /// <summary>Concurrent writers of fresh keys into one partition, recording what was acknowledged.</summary>
+    private sealed class PartitionWriters
+    {
+        private readonly DEngineClient _client;
+        private readonly CancellationTokenSource _stop = new();
+        private Task[] _writers = [];
+
+        private PartitionWriters(DEngineClient client) => _client = client;
+
+        public ConcurrentDictionary<string, byte[]> Acked { get; } = new();
+
+        public ConcurrentQueue<string> Failures { get; } = new();
+
+        public static PartitionWriters Start(DEngineClient client, int partition, string prefix, int writers)
+        {
+            var load = new PartitionWriters(client);
+            load._writers = Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
+            {
+                for (var n = 0; !load._stop.IsCancellationRequested; n++)
+                {
+                    var key = InPartition(partition, $"{prefix}/{w}/{n}/");
+                    try
+                    {
+                        await client.PutAsync(key, key);
+                        load.Acked[Convert.ToHexString(key)] = key;
+                    }
+                    catch (Exception ex)
+                    {
+                        load.Failures.Enqueue(ex.GetType().Name + ": " + ex.Message);
+                    }
+                }
+            })).ToArray();
+            return load;
+        }
+
+        public async Task StopAsync()
+        {
+            _stop.Cancel();
+            await Task.WhenAll(_writers);
+            _stop.Dispose();
+        }
+
+        public async Task AssertEveryAcknowledgedWritePresentAndNoErrorAsync()
+        {
+            var values = await _client.GetMultiAsync(Acked.Values.ToArray());
+            Assert.All(values.Zip(Acked.Values), p => Assert.Equal(p.Second, p.First));
+            Assert.True(Failures.IsEmpty, string.Join("\n", Failures.Take(5)));
         }
     }
 }
