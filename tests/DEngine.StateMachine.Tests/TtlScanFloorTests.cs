@@ -244,7 +244,23 @@ public sealed class TtlScanFloorTests
         machine.TtlScanStarted = () =>
         {
             machine.TtlScanStarted = null;
-            Task.Run(() => machine.ApplyChunk([Insert(index, "/a/00002b", "v", ttlSecs: 1, expiresAtUnixMs: now - 5_000)])).Wait();
+            // Another thread, not a Task: Task.Wait may run a not-yet-started task inline on this
+            // thread, which holds the engine's read lock (a recursion RocksDbStateMachine refuses).
+            Exception? failed = null;
+            var writer = new Thread(() =>
+            {
+                try
+                {
+                    machine.ApplyChunk([Insert(index, "/a/00002b", "v", ttlSecs: 1, expiresAtUnixMs: now - 5_000)]);
+                }
+                catch (Exception ex)
+                {
+                    failed = ex;
+                }
+            });
+            writer.Start();
+            writer.Join();
+            Assert.Null(failed);
         };
         Assert.Equal("/a/00005", Text(machine.FindExpired(now, 5)[0].Key));
 
