@@ -238,23 +238,32 @@ public sealed class DEngineClient
         {
             return CallSlowAsync(key, args, call, cancellationToken);
         }
-        var grain = PartitionGrains(partitions.Result)[KeyRouting.PartitionOf(key, partitions.Result)];
-        var first = Invoke(grain, key, args, call);
-        return first.IsCompletedSuccessfully ? first : RetryAsync(first, grain, key, args, call, cancellationToken);
+        var request = Request(partitions.Result, key, args, call);
+        var first = Invoke(request, SingleKeyCall<TArgs, T>.Run);
+        return first.IsCompletedSuccessfully ? first : RetryAsync(first, request, SingleKeyCall<TArgs, T>.Run, cancellationToken);
     }
 
     private async Task<T> CallSlowAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
     {
         var partitions = await GetPartitionCountAsync();
-        var grain = PartitionGrains(partitions)[KeyRouting.PartitionOf(key, partitions)];
-        return await RetryAsync(Invoke(grain, key, args, call), grain, key, args, call, cancellationToken);
+        var request = Request(partitions, key, args, call);
+        return await RetryAsync(Invoke(request, SingleKeyCall<TArgs, T>.Run), request, SingleKeyCall<TArgs, T>.Run, cancellationToken);
     }
 
-    private static Task<T> Invoke<TArgs, T>(IStateMachineGrain grain, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call)
+    private SingleKeyCall<TArgs, T> Request<TArgs, T>(int partitions, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call) =>
+        new(PartitionGrains(partitions)[KeyRouting.PartitionOf(key, partitions)], key, args, call);
+
+    /// <summary>A single-key grain call with its arguments, as a struct (no closure per call).</summary>
+    private readonly record struct SingleKeyCall<TArgs, T>(IStateMachineGrain Grain, byte[] Key, TArgs Args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> Call)
+    {
+        public static readonly Func<SingleKeyCall<TArgs, T>, Task<T>> Run = static c => c.Call(c.Grain, c.Key, c.Args);
+    }
+
+    private static Task<T> Invoke<TState, T>(TState state, Func<TState, Task<T>> call)
     {
         try
         {
-            return call(grain, key, args);
+            return call(state);
         }
         catch (Exception ex)
         {
@@ -263,8 +272,21 @@ public sealed class DEngineClient
         }
     }
 
-    /// <summary>Awaits <paramref name="first"/> (the first attempt, already started) and retries like <see cref="RetryAsync{T}(Func{Task{T}}, CancellationToken)"/>.</summary>
-    private async Task<T> RetryAsync<TArgs, T>(Task<T> first, IStateMachineGrain grain, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    // Only errors that guarantee the request was not applied are retried, so retrying even a CAS
+    // is safe: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
+    // message, e.g. because it is stopping; nothing was invoked). Other transport errors are thrown
+    // as they are, because a write may have been applied before the connection failed.
+    private static bool IsRetryable(Exception ex) => ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException;
+
+    private Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
+        RetryAsync(Invoke(call, static c => c()), call, static c => c(), cancellationToken);
+
+    /// <summary>
+    /// Awaits <paramref name="first"/> (the first attempt, already started) and repeats
+    /// <paramref name="call"/> with exponential backoff while it fails retryably, at most
+    /// <see cref="DEngineClientOptions.MaxRetries"/> times.
+    /// </summary>
+    private async Task<T> RetryAsync<TState, T>(Task<T> first, TState state, Func<TState, Task<T>> call, CancellationToken cancellationToken)
     {
         var delay = _options.InitialBackoff;
         var attempt = first;
@@ -279,29 +301,7 @@ public sealed class DEngineClient
                 await Task.Delay(delay, _options.TimeProvider, cancellationToken);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
             }
-            attempt = Invoke(grain, key, args, call);
-        }
-    }
-
-    // Only errors that guarantee the request was not applied are retried, so retrying even a CAS
-    // is safe: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
-    // message, e.g. because it is stopping; nothing was invoked). Other transport errors are thrown
-    // as they are, because a write may have been applied before the connection failed.
-    private static bool IsRetryable(Exception ex) => ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException;
-    private async Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
-    {
-        var delay = _options.InitialBackoff;
-        for (var attempt = 0; ; attempt++)
-        {
-            try
-            {
-                return await call();
-            }
-            catch (Exception ex) when (IsRetryable(ex) && attempt < _options.MaxRetries)
-            {
-                await Task.Delay(delay, _options.TimeProvider, cancellationToken);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
-            }
+            attempt = Invoke(state, call);
         }
     }
 }

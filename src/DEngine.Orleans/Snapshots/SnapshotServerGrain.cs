@@ -58,7 +58,7 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
         var deadline = DateTime.UtcNow + options.Value.HandoverWait;
         while (true)
         {
-            if (!store.OpenPartitions.Contains(partition))
+            if (!store.IsOpen(partition))
             {
                 try
                 {

@@ -39,6 +39,9 @@ public sealed class PartitionStore
     /// <summary>The partitions whose database is open on this silo now.</summary>
     public IReadOnlyCollection<int> OpenPartitions => _open.Keys.ToArray();
 
+    /// <summary>Whether the database of <paramref name="partition"/> is open on this silo now.</summary>
+    public bool IsOpen(int partition) => _open.ContainsKey(partition);
+
     /// <summary>The directory of partition <paramref name="partition"/>.</summary>
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
