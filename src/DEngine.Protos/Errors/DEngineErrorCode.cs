@@ -41,6 +41,20 @@ public enum DEngineErrorCode
 
     /// <summary>A snapshot failed verification or is older than the applied state.</summary>
     SnapshotRejected = 11,
+
+    /// <summary>
+    /// The write may or may not have been applied: its chunk was written but the fsync that would make
+    /// it durable failed, so the partition stopped serving (it reopens only after a full sync of its
+    /// files). Not retried automatically; read the key once the partition serves again to learn the
+    /// outcome.
+    /// </summary>
+    OutcomeUnknown = 12,
+
+    /// <summary>
+    /// The partition's write queue is full (entries or bytes). Nothing of the request was applied.
+    /// Retryable: back off and try again.
+    /// </summary>
+    Overloaded = 13,
 }
 
 /// <summary>Helpers on <see cref="DEngineErrorCode"/>.</summary>
@@ -48,5 +62,5 @@ public static class DEngineErrorCodeExtensions
 {
     /// <summary>True for errors that go away by themselves; clients retry them with backoff.</summary>
     public static bool IsRetryable(this DEngineErrorCode code) =>
-        code is DEngineErrorCode.NotServing or DEngineErrorCode.PartitionUnavailable or DEngineErrorCode.StaleEpoch;
+        code is DEngineErrorCode.NotServing or DEngineErrorCode.PartitionUnavailable or DEngineErrorCode.StaleEpoch or DEngineErrorCode.Overloaded;
 }
