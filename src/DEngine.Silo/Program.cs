@@ -60,6 +60,14 @@ catch (InvalidOperationException ex)
     return 2;
 }
 
+// Two silos on one port would both listen (port sharing) and split the connections between them.
+var listenAddress = settings.RedisConnectionString is null ? IPAddress.Loopback : settings.ListenOnAny ? IPAddress.Any : settings.AdvertisedIP;
+if (PortGuard.FindPortInUse(listenAddress, ("Silo:SiloPort", settings.SiloPort), ("Silo:GatewayPort", settings.GatewayPort)) is { } portProblem)
+{
+    Console.Error.WriteLine($"error: {portProblem}");
+    return 2;
+}
+
 // Take the data directory's lock before anything starts, so a second silo on the same directory
 // stops with one clear line (and the first is untouched).
 var dataLock = new DataRootLock(Options.Create(engineOptions));

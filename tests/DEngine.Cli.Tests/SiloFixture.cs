@@ -18,18 +18,20 @@ public sealed class SiloFixture : IAsyncLifetime
 
     public int GatewayPort { get; private set; }
 
+    public int SiloPort { get; private set; }
+
     public string Gateway => $"127.0.0.1:{GatewayPort}";
 
     public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "dengine-cli-tests-" + Guid.NewGuid().ToString("N"));
 
+    /// <summary>Starts the silo; a restart (after <see cref="KillAsync"/>) keeps its ports and data directory.</summary>
     public async Task InitializeAsync()
     {
-        var siloPort = FreePort();
-        GatewayPort = FreePort();
-        while (GatewayPort == siloPort)
+        if (SiloPort == 0)
         {
-            GatewayPort = FreePort();
+            ChoosePorts();
         }
+        var siloPort = SiloPort;
         var start = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
@@ -101,7 +103,19 @@ public sealed class SiloFixture : IAsyncLifetime
         }
     }
 
-    public async Task DisposeAsync()
+    /// <summary>Picks two free ports for the silo (done by the first start unless called before).</summary>
+    public void ChoosePorts()
+    {
+        SiloPort = FreePort();
+        GatewayPort = FreePort();
+        while (GatewayPort == SiloPort)
+        {
+            GatewayPort = FreePort();
+        }
+    }
+
+    /// <summary>SIGKILL: the silo gets no chance to close anything, its sockets are left to the kernel.</summary>
+    public async Task KillAsync()
     {
         if (_silo is { HasExited: false })
         {
@@ -112,8 +126,15 @@ public sealed class SiloFixture : IAsyncLifetime
         if (_drain is not null)
         {
             await _drain.WaitAsync(TimeSpan.FromSeconds(10));
+            _drain = null;
         }
         _silo?.Dispose();
+        _silo = null;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await KillAsync();
         try
         {
             Directory.Delete(DataDir, recursive: true);
