@@ -41,7 +41,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     // background sync or a read can never touch a closed native handle.
     private readonly ReaderWriterLockSlim _lifecycle = new(LockRecursionPolicy.NoRecursion);
     private readonly Lock _applyGate = new();
-    private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true);
+    private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true); // mutation: synced-write
     private readonly WriteOptions _bufferedWrite = new WriteOptions().SetSync(false);
 
     private RocksDb? _db;
@@ -360,7 +360,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         var covered = ReadPosition().Index;
         try
         {
-            Native.Instance.rocksdb_flush_wal(_db!.Handle, 1);
+            Native.Instance.rocksdb_flush_wal(_db!.Handle, 1); // mutation: wal-flush-sync
         }
         catch (RocksDbException ex)
         {
@@ -880,6 +880,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <summary>Opens (creating if missing) a RocksDB database with the engine's column families and options.</summary>
     private RocksDb OpenRocks(string directory)
     {
+        // RocksDB creates a missing database directory but never syncs its parent: a fresh
+        // generation's entry would not survive a power cut, whatever RocksDB syncs inside it.
+        DurableFiles.CreateDirectoryDurably(directory);
         var dbOptions = new DbOptions()
             .SetCreateIfMissing(true)
             .SetCreateMissingColumnFamilies(true)
