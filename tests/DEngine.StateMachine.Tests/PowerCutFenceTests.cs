@@ -82,8 +82,9 @@ public sealed class PowerCutFenceTests(ITestOutputHelper output)
         using var machine = new RocksDbStateMachine(path, SmallOptions(TimeProvider.System));
         machine.ApplyChunk([Insert(1, "k", "synced")]);
         machine.ApplyChunk([Insert(2, "k", "unsynced")], ApplyDurability.Deferred);
-        fs.FailFsync("*.log");
+        fs.FailFsync();
         Assert.Equal(DEngineErrorCode.OutcomeUnknown, Assert.Throws<DEngineException>(() => machine.SyncWal()).Code);
+        Assert.Equal(DEngineErrorCode.StorageFailure, Assert.Throws<DEngineException>(machine.RecoverFromFence).Code);
 
         // The unsynced chunk is in the memtable and the page cache, not on disk: the cut takes it.
         output.WriteLine(fs.Cut());
