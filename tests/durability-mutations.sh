@@ -16,7 +16,7 @@ results="$work/results"
 mkdir -p "$tree" "$results"
 
 # The test projects that hold power-cut tests.
-projects=(tests/DEngine.StateMachine.Tests tests/DEngine.Orleans.Tests)
+projects=(tests/DEngine.StateMachine.Tests tests/DEngine.Orleans.Tests tests/DEngine.Cluster.Tests)
 
 # NAME|FILE|sed command applied to the marked line ("d" deletes the call).
 mutations=(
