@@ -41,6 +41,22 @@ public sealed class PowerCutFenceTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void PowerCut_fence_a_synced_write_whose_fsync_fails_gives_OutcomeUnknown_not_StorageFailure()
+    {
+        using var fs = new PowerCutFs();
+        using var machine = new RocksDbStateMachine(Path.Combine(fs.MountPoint, "p"), SmallOptions(TimeProvider.System));
+        machine.ApplyChunk([Insert(1, "k", "synced")]);
+
+        fs.FailFsync("*.log");
+        // The WAL bytes were written before their fsync failed: "nothing applied" would be a lie.
+        var failure = Assert.Throws<DEngineException>(() => machine.ApplyChunk([Insert(2, "k", "unknown")]));
+        output.WriteLine(failure.Message);
+        Assert.Equal(DEngineErrorCode.OutcomeUnknown, failure.Code);
+        Assert.True(machine.IsFenced);
+        Assert.Equal(DEngineErrorCode.NotServing, Assert.Throws<DEngineException>(() => machine.Get(Utf8("k"))).Code);
+    }
+
+    [Fact]
     public void PowerCut_fence_reopens_after_a_full_sync_and_what_it_then_serves_survives_a_power_cut()
     {
         using var fs = new PowerCutFs();
