@@ -58,6 +58,9 @@ public interface IStateMachine : IDisposable
     /// <summary>
     /// Makes everything applied so far durable with one fsync of the write-ahead log (group commit for
     /// chunks applied with <see cref="ApplyDurability.Deferred"/>). Returns the index now durable.
+    /// When the fsync fails the machine is fenced: this and every later call throw OutcomeUnknown
+    /// (the unsynced chunks may or may not be on disk), reads and applies answer NotServing, and
+    /// <see cref="DurableIndex"/> never moves again until the machine is reopened after a full sync.
     /// </summary>
     ulong SyncWal();
 

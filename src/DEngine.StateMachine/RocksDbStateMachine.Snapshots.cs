@@ -56,7 +56,7 @@ public sealed partial class RocksDbStateMachine
         lock (_snapshotGate)
         {
             var snapshots = _layout.SnapshotsPath;
-            Directory.CreateDirectory(snapshots);
+            DurableFiles.CreateDirectoryDurably(snapshots);
             // Write the memtables out while writes continue; the checkpoint below (which holds
             // writes) then only copies the little WAL written since, or flushes that little.
             Flush();
@@ -96,12 +96,12 @@ public sealed partial class RocksDbStateMachine
             var bytes = manifest.ToBytes();
             foreach (var file in manifest.Files)
             {
-                DurableFiles.SyncFile(Path.Combine(temp, file.Name));
+                DurableFiles.SyncFile(Path.Combine(temp, file.Name)); // mutation: snapshot-file-sync
             }
-            DurableFiles.WriteAndSync(Path.Combine(temp, SnapshotManifest.FileName), bytes);
-            DurableFiles.SyncDirectory(temp);
+            DurableFiles.WriteAndSync(Path.Combine(temp, SnapshotManifest.FileName), bytes); // mutation: manifest-sync
+            DurableFiles.SyncDirectory(temp); // mutation: snapshot-dir-sync
             Directory.Move(temp, final);
-            DurableFiles.SyncDirectory(snapshots);
+            DurableFiles.SyncDirectory(snapshots); // mutation: snapshot-rename-sync
 
             var metadata = new SnapshotMetadata
             {
@@ -261,16 +261,21 @@ public sealed partial class RocksDbStateMachine
                 Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                 if (IsImmutable(file.Name))
                 {
-                    DurableFiles.LinkOrCopy(source, target);
+                    // A link shares the source's inode, whose data may never have been fsynced (a
+                    // fetch only writes): sync it, or a power cut after the switch loses it.
+                    if (DurableFiles.LinkOrCopy(source, target))
+                    {
+                        DurableFiles.SyncFile(target); // mutation: installed-file-sync
+                    }
                 }
                 else
                 {
                     // RocksDB may rewrite or append to the others, which must not reach the snapshot's copy.
                     File.Copy(source, target);
-                    DurableFiles.SyncFile(target);
+                    DurableFiles.SyncFile(target); // mutation: installed-copy-sync
                 }
             }
-            DurableFiles.SyncDirectory(preparing);
+            DurableFiles.SyncDirectory(preparing); // mutation: generation-dir-sync
             Fault("after-copy");
 
             var label = metadata.LastIncluded;
@@ -285,7 +290,7 @@ public sealed partial class RocksDbStateMachine
                 db.Put(SnapshotMetadataKey, metadata.ToByteArray(), meta, _syncWrite);
             }
             Directory.Move(preparing, final);
-            DurableFiles.SyncDirectory(_layout.PartitionPath);
+            DurableFiles.SyncDirectory(_layout.PartitionPath); // mutation: generation-rename-sync
             Fault("after-prepare");
         }
         catch (Exception ex)

@@ -41,7 +41,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     // background sync or a read can never touch a closed native handle.
     private readonly ReaderWriterLockSlim _lifecycle = new(LockRecursionPolicy.NoRecursion);
     private readonly Lock _applyGate = new();
-    private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true);
+    private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true); // mutation: synced-write
     private readonly WriteOptions _bufferedWrite = new WriteOptions().SetSync(false);
 
     private RocksDb? _db;
@@ -50,6 +50,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private ColumnFamilyHandle _ttl = null!;
     private volatile bool _serving;
     private volatile bool _writeFailed;
+    // Set by a failed WAL sync (see Fence): applies and reads are refused and the durable index never
+    // moves again until RecoverFromFence has re-synced every file and reopened the database.
+    private volatile DEngineException? _fence;
     private bool _disposed;
     private LogPosition _lastApplied;
     private ulong _durableIndex;
@@ -99,7 +102,14 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     public long Generation => Volatile.Read(ref _generation);
 
     /// <inheritdoc />
-    public bool IsRunning => _serving && _db is not null;
+    public bool IsRunning => _serving && _db is not null && _fence is null;
+
+    /// <summary>
+    /// True after a WAL sync failed: the database refuses applies and reads (the page cache may hold
+    /// writes that never reach the disk, so what it would read is not proof) until
+    /// <see cref="RecoverFromFence"/> succeeds.
+    /// </summary>
+    public bool IsFenced => _fence is not null;
 
     /// <inheritdoc />
     public LogPosition LastApplied => ReadPosition();
@@ -330,6 +340,12 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             {
                 _db!.Write(batch, sync ? _syncWrite : _bufferedWrite);
             }
+            catch (RocksDbException ex) when (sync && IsSyncFailure(ex))
+            {
+                // The WAL bytes were written but their fsync failed: they may or may not reach the
+                // disk, so the chunk's outcome is unknown, never "not applied".
+                throw Fence(ex, entries[firstNew].Index);
+            }
             catch (RocksDbException ex)
             {
                 // RocksDB now refuses writes (a background error) until the database is reopened;
@@ -355,23 +371,131 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <inheritdoc />
     public ulong SyncWal()
     {
+        ThrowIfFenced();
         using var _ = EnterUse();
         // Everything applied before this point is in the WAL's OS buffers; one fsync makes it durable.
         var covered = ReadPosition().Index;
         try
         {
-            Native.Instance.rocksdb_flush_wal(_db!.Handle, 1);
+            Native.Instance.rocksdb_flush_wal(_db!.Handle, 1); // mutation: wal-flush-sync
         }
         catch (RocksDbException ex)
         {
-            throw new DEngineException(DEngineErrorCode.StorageFailure, $"Syncing the write-ahead log failed ({ex.Message}). Writes since the last sync are not durable; check the disk.", PartitionId, inner: ex);
+            throw Fence(ex, DurableIndex + 1);
         }
         AdvanceDurable(covered);
         return covered;
     }
 
+    /// <summary>
+    /// Enters the fenced state after a failed fsync and returns the OutcomeUnknown error for the
+    /// writers of every chunk above the durable index. On Linux a failed fsync may drop the dirty
+    /// pages (marked clean, never written) while reads still see them, and a later fsync succeeds
+    /// without writing them: so nothing applied since the last good sync may be acknowledged, served
+    /// or counted as durable, whatever a later sync reports.
+    /// </summary>
+    private DEngineException Fence(Exception cause, ulong firstUnsynced)
+    {
+        var fence = new DEngineException(
+            DEngineErrorCode.OutcomeUnknown,
+            $"Syncing the write-ahead log failed ({cause.Message}). Writes from index {firstUnsynced} on may or may not be on disk: their outcome is unknown. The partition stopped serving; it reopens after every file of its database has been synced again. Read the keys then to learn the outcome.",
+            PartitionId,
+            firstUnsynced,
+            cause);
+        _fence ??= fence;
+        return fence;
+    }
+
+    private static bool IsSyncFailure(RocksDbException ex) =>
+        ex.Message.Contains("sync", StringComparison.OrdinalIgnoreCase)
+        && !ex.Message.Contains("No space", StringComparison.OrdinalIgnoreCase);
+
+    private void ThrowIfFenced()
+    {
+        if (_fence is { } fence)
+        {
+            throw new DEngineException(DEngineErrorCode.OutcomeUnknown, fence.Detail, PartitionId, fence.Index, fence);
+        }
+    }
+
+    /// <summary>
+    /// Leaves the fenced state: closes the database, makes every file of the live generation durable
+    /// by rewriting it (a copy fsynced and renamed over the original, then the directory synced), and
+    /// reopens. Rewriting rather than fsyncing: after a failed fsync the kernel may have marked lost
+    /// pages clean, so an fsync of the same file now succeeds without writing them, while a read still
+    /// returns them; a copy writes what a read returns, so what the reopened database serves is what
+    /// the disk holds. Throws StorageFailure (and stays fenced) when any step fails; call again later.
+    /// Does nothing when not fenced.
+    /// </summary>
+    public void RecoverFromFence()
+    {
+        lock (_applyGate)
+        {
+            if (_fence is null)
+            {
+                return;
+            }
+            _lifecycle.EnterWriteLock();
+            try
+            {
+                if (_disposed)
+                {
+                    ThrowIfClosed();
+                }
+                Close();
+                try
+                {
+                    RewriteDurably(DatabasePath);
+                    DurableFiles.SyncDirectory(_path);
+                    Open();
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or DEngineException)
+                {
+                    Close();
+                    throw new DEngineException(DEngineErrorCode.StorageFailure, $"Re-syncing the database files of '{DatabasePath}' after a failed fsync failed ({ex.Message}). The partition stays fenced; retry later.", PartitionId, inner: ex);
+                }
+                _writeFailed = false;
+                _fence = null;
+            }
+            finally
+            {
+                _lifecycle.ExitWriteLock();
+            }
+        }
+    }
+
+    /// <summary>Rewrites every file under <paramref name="directory"/> through a synced copy renamed over it, then syncs each directory.</summary>
+    private static void RewriteDurably(string directory)
+    {
+        foreach (var sub in Directory.GetDirectories(directory))
+        {
+            RewriteDurably(sub);
+        }
+        foreach (var file in Directory.GetFiles(directory))
+        {
+            if (file.EndsWith(".rewrite", StringComparison.Ordinal))
+            {
+                File.Delete(file); // left by an earlier attempt that failed
+                continue;
+            }
+            var copy = file + ".rewrite";
+            using (var source = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            using (var target = new FileStream(copy, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                source.CopyTo(target);
+                target.Flush(flushToDisk: true); // mutation: fence-rewrite-sync
+            }
+            File.Move(copy, file, overwrite: true);
+        }
+        DurableFiles.SyncDirectory(directory); // mutation: fence-dir-sync
+    }
+
     private void AdvanceDurable(ulong index)
     {
+        if (_fence is not null)
+        {
+            return; // a sync after a failed one proves nothing about the pages the failure dropped
+        }
         var seen = Volatile.Read(ref _durableIndex);
         while (index > seen)
         {
@@ -880,6 +1004,9 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <summary>Opens (creating if missing) a RocksDB database with the engine's column families and options.</summary>
     private RocksDb OpenRocks(string directory)
     {
+        // RocksDB creates a missing database directory but never syncs its parent: a fresh
+        // generation's entry would not survive a power cut, whatever RocksDB syncs inside it.
+        DurableFiles.CreateDirectoryDurably(directory);
         var dbOptions = new DbOptions()
             .SetCreateIfMissing(true)
             .SetCreateMissingColumnFamilies(true)
@@ -1010,6 +1137,10 @@ public sealed partial class RocksDbStateMachine : IStateMachine
 
     private UseScope EnterServing()
     {
+        if (_fence is not null)
+        {
+            throw new DEngineException(DEngineErrorCode.NotServing, "The partition is fenced after a failed fsync: what it would read may not be on disk. It serves again once its files are synced and it is reopened. Retry shortly.", PartitionId);
+        }
         // Checked before taking the lock too, so a read during a snapshot switch fails fast instead of
         // queueing behind the switch.
         if (!_serving)

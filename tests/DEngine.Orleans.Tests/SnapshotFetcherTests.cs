@@ -138,6 +138,43 @@ public sealed class SnapshotFetcherTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_resumed_fetch_fetches_a_damaged_partial_file_again_and_the_snapshot_then_verifies()
+    {
+        var (source, offer, directory) = Serve(keys: 8000);
+        using (source)
+        {
+            var incoming = Path.Combine(_root, "incoming", offer.Snapshot);
+            var served = 0;
+            ChunkReader interrupted = async (file, offset, length) =>
+            {
+                if (++served > 2)
+                {
+                    throw new IOException("connection lost");
+                }
+                return await LocalReader(directory)(file, offset, length);
+            };
+            await Assert.ThrowsAnyAsync<Exception>(() => _fetcher.FetchAsync(offer, interrupted, incoming));
+
+            // The kept prefix is damaged on this disk (a torn write, a power cut): its first byte flipped.
+            var damaged = new DirectoryInfo(incoming).EnumerateFiles("*", SearchOption.AllDirectories)
+                .Where(f => f.Name != SnapshotManifest.FileName && f.Length > 0)
+                .OrderByDescending(f => f.Length)
+                .First();
+            var bytes = File.ReadAllBytes(damaged.FullName);
+            bytes[0] ^= 0xFF;
+            File.WriteAllBytes(damaged.FullName, bytes);
+
+            var refetched = await _fetcher.FetchAsync(offer, LocalReader(directory), incoming);
+
+            Assert.True(refetched >= 1, "the damaged file was not fetched again");
+            SnapshotManifest.Verify(incoming, offer.Checksum);
+            using var target = Target(Path.Combine(_root, "target"));
+            target.InstallSnapshot(incoming, Metadata(offer));
+            Assert.Equal(8000, target.Count());
+        }
+    }
+
     [Theory]
     [InlineData("../escape.sst")]
     [InlineData("/etc/passwd")]

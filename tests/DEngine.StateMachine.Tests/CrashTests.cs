@@ -124,7 +124,7 @@ public sealed class CrashTests(ITestOutputHelper output)
     }
 
     /// <summary>The mixed workload replayed on a sorted dictionary, with the documented CAS semantics.</summary>
-    private sealed class MixedWorkloadModel
+    internal sealed class MixedWorkloadModel
     {
         private readonly SortedDictionary<string, string> _contents = new(StringComparer.Ordinal);
 

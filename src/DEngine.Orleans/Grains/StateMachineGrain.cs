@@ -344,8 +344,15 @@ public sealed partial class StateMachineGrain(
         {
             throw new DEngineException(DEngineErrorCode.NotServing, "The partition is closing (moving or its silo is stopping). Retry.", _partition);
         }
+        if (_engine.IsFenced)
+        {
+            throw FencedError();
+        }
         return _engine;
     }
+
+    private DEngineException FencedError() =>
+        new(DEngineErrorCode.NotServing, $"Partition {_partition} stopped serving after a failed fsync; it reopens once its files are synced again. Retry.", _partition);
 
     // ------------------------------------------------------------ writes (interleaving: they only queue)
 
@@ -511,6 +518,7 @@ public sealed partial class StateMachineGrain(
         // Acknowledge outside this turn: the sync thread completes the writers once the chunk is durable.
         var durable = WhenDurable(engine, entries[^1].Index);
         _lastSync = durable;
+        _ = RecoverIfFencedAsync(durable);
         durable.ContinueWith(
             static (task, state) =>
             {
@@ -532,6 +540,65 @@ public sealed partial class StateMachineGrain(
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default);
     }
+
+    // ------------------------------------------------------------ fence after a failed fsync
+
+    /// <summary>First and largest pause between attempts to reopen a fenced database.</summary>
+    private static readonly TimeSpan FenceRetryFirst = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan FenceRetryMax = TimeSpan.FromSeconds(5);
+    private Task _fenceRecovery = Task.CompletedTask;
+
+    /// <summary>
+    /// When <paramref name="durable"/> fails because the engine fenced itself (its writers got
+    /// OutcomeUnknown), reopens the engine after a full sync of its files, retrying with backoff
+    /// while that fails. Until then the partition answers NotServing.
+    /// </summary>
+    private async Task RecoverIfFencedAsync(Task durable)
+    {
+        try
+        {
+            await durable;
+            return;
+        }
+        catch (Exception)
+        {
+            // The writers get the error; here only whether the engine is now fenced matters.
+        }
+        if (_engine is { IsFenced: true } && _fenceRecovery.IsCompleted)
+        {
+            _fenceRecovery = RecoverFromFenceAsync();
+        }
+    }
+
+    private async Task RecoverFromFenceAsync()
+    {
+        var delay = FenceRetryFirst;
+        LogFenced(_partition);
+        while (!_closing && _engine is { IsFenced: true } engine)
+        {
+            try
+            {
+                await Task.Run(engine.RecoverFromFence);
+                LogFenceLifted(_partition, engine.LastApplied.Index);
+                return;
+            }
+            catch (DEngineException ex)
+            {
+                LogFenceRecoveryFailed(_partition, delay, ex);
+            }
+            await Task.Delay(delay);
+            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, FenceRetryMax.Ticks));
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Partition {Partition}: a WAL sync failed; the partition is fenced (writers of unsynced chunks got OutcomeUnknown) until its files are synced again and it is reopened.")]
+    private partial void LogFenced(int partition);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: reopening after the failed sync did not work; retrying in {Delay}.")]
+    private partial void LogFenceRecoveryFailed(int partition, TimeSpan delay, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: every file re-synced and the database reopened at index {Index}; serving again.")]
+    private partial void LogFenceLifted(int partition, ulong index);
 
     // ------------------------------------------------------------ TTL cleanup
 
@@ -669,6 +736,7 @@ public sealed partial class StateMachineGrain(
         }
         var durable = WhenDurable(engine, engine.LastApplied.Index);
         _lastSync = durable;
+        _ = RecoverIfFencedAsync(durable);
         await durable;
         var outcomes = new EntryOutcome[results.Count];
         for (var i = 0; i < outcomes.Length; i++)
@@ -684,7 +752,14 @@ public sealed partial class StateMachineGrain(
     private async Task<RocksDbStateMachine> ReadableAsync()
     {
         var engine = Serving();
-        await WhenDurable(engine, engine.LastApplied.Index);
+        try
+        {
+            await WhenDurable(engine, engine.LastApplied.Index);
+        }
+        catch (DEngineException ex) when (ex.Code == DEngineErrorCode.OutcomeUnknown)
+        {
+            throw FencedError(); // a read changes nothing: for it the fence is just "not serving"
+        }
         return engine;
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
 using DEngine.StateMachine.Snapshots;
 using Microsoft.Extensions.Logging;
 
@@ -10,8 +11,9 @@ public delegate Task<SnapshotChunkData> ChunkReader(string file, long offset, in
 /// <summary>
 /// Pulls a snapshot into a local directory in chunks of at most 1 MiB, each checked with CRC-32C
 /// and fetched again when it does not match. It writes only files named in the (checksum-verified)
-/// manifest, under relative names; a partly fetched file is resumed from its length. The result is
-/// verified as a whole by the engine's install.
+/// manifest, under relative names; a partly fetched file is resumed from its length, and fetched again
+/// whole when the resumed file does not match its SHA-256 in the manifest. The result is verified as a
+/// whole by the engine's install.
 /// </summary>
 public sealed partial class SnapshotFetcher(ILogger logger)
 {
@@ -47,11 +49,27 @@ public sealed partial class SnapshotFetcher(ILogger logger)
             var path = Path.Combine(directory, file.Name.Replace('/', Path.DirectorySeparatorChar));
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             await using var output = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1 << 16, FileOptions.Asynchronous);
-            // Resume: keep what an earlier, interrupted fetch wrote (the install verifies every byte).
-            var offset = Math.Min(output.Length, file.Size);
+            // Resume: keep what an earlier, interrupted fetch wrote...
+            var kept = Math.Min(output.Length, file.Size);
+            done += kept;
+            await TransferAsync(output, file, kept);
+            if (kept > 0 && !await HasHashAsync(output, file.Sha256, cancellationToken))
+            {
+                // ...but only if the whole file then checks out: a kept prefix damaged on this disk (a
+                // torn write, a power cut) would otherwise fail the install's verification on every
+                // attempt. Fetch the whole file again; chunks fetched from the source are CRC-checked.
+                LogRefetchFile(offer.Partition, file.Name, kept);
+                done -= file.Size;
+                refetched++;
+                await TransferAsync(output, file, 0);
+            }
+            await output.FlushAsync(cancellationToken);
+        }
+
+        async Task TransferAsync(FileStream output, SnapshotFile file, long offset)
+        {
             output.SetLength(offset);
             output.Position = offset;
-            done += offset;
             // Up to ChunksInFlight chunk reads run ahead of the writer (each still ≤ 1 MiB and CRC-checked
             // on its own); chunks are written strictly in order, so the file is always a verified
             // prefix and an interrupted fetch resumes from its length as before.
@@ -93,10 +111,18 @@ public sealed partial class SnapshotFetcher(ILogger logger)
                     }
                 }
             }
-            await output.FlushAsync(cancellationToken);
         }
         Report(progress, new TransferProgress(offer.Partition, offer.Snapshot, done, offer.TotalBytes, clock.Elapsed.TotalSeconds));
         return refetched;
+    }
+
+    /// <summary>True when the whole of <paramref name="output"/> has the SHA-256 <paramref name="sha256"/> (lowercase hex, as in the manifest).</summary>
+    private static async Task<bool> HasHashAsync(FileStream output, string sha256, CancellationToken cancellationToken)
+    {
+        await output.FlushAsync(cancellationToken);
+        output.Position = 0;
+        var hash = await SHA256.HashDataAsync(output, cancellationToken);
+        return string.Equals(Convert.ToHexStringLower(hash), sha256, StringComparison.OrdinalIgnoreCase);
     }
 
     private async Task<byte[]> ReadCheckedAsync(ChunkReader read, SnapshotOffer offer, string file, long offset, int length, Action onRefetch)
@@ -137,6 +163,9 @@ public sealed partial class SnapshotFetcher(ILogger logger)
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: fetching {Snapshot}: {Bytes}/{Total} bytes ({Percent:0.0}%), {MBps:0.0} MB/s.")]
     private partial void LogProgress(int partition, string snapshot, long bytes, long total, double percent, double mbps);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: the {Kept} bytes of {File} kept from an earlier fetch do not match the manifest; fetching the whole file again.")]
+    private partial void LogRefetchFile(int partition, string file, long kept);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: chunk {File}@{Offset} fetched again (attempt {Attempt}): {Reason}.")]
     private partial void LogRefetch(int partition, string file, long offset, int attempt, string reason);

@@ -1,3 +1,4 @@
+using DEngine.StateMachine.Snapshots;
 using Microsoft.Extensions.Options;
 using Orleans;
 using Orleans.Runtime;
@@ -27,7 +28,8 @@ public sealed class DataRootLock(IOptions<DEngineOptions> options) : ILifecycleP
         {
             return Task.CompletedTask;
         }
-        Directory.CreateDirectory(Path.GetDirectoryName(LockPath)!);
+        // Synced into its parent: a data root whose entry a power cut takes would take every partition with it.
+        DurableFiles.CreateDirectoryDurably(Path.GetDirectoryName(LockPath)!);
         try
         {
             // FileShare.None takes an exclusive advisory lock, released by the OS when the process dies.

@@ -41,6 +41,25 @@ internal static partial class DurableFiles
         }
     }
 
+    /// <summary>
+    /// Creates <paramref name="path"/> and any missing parents so that they survive a power cut: each
+    /// new directory's entry is synced in its parent (a new directory whose parent was never synced
+    /// can vanish whole, with every synced file inside it).
+    /// </summary>
+    public static void CreateDirectoryDurably(string path)
+    {
+        var missing = new Stack<string>();
+        for (var directory = Path.GetFullPath(path); !Directory.Exists(directory); directory = Path.GetDirectoryName(directory)!)
+        {
+            missing.Push(directory);
+        }
+        while (missing.TryPop(out var directory))
+        {
+            Directory.CreateDirectory(directory);
+            SyncDirectory(Path.GetDirectoryName(directory)!); // mutation: new-directory-sync
+        }
+    }
+
     /// <summary>Writes <paramref name="contents"/> to <paramref name="path"/> and fsyncs it (the directory entry is not synced).</summary>
     public static void WriteAndSync(string path, ReadOnlySpan<byte> contents)
     {
@@ -57,11 +76,11 @@ internal static partial class DurableFiles
     public static void ReplaceAtomically(string path, ReadOnlySpan<byte> contents, Action? afterWrite = null, Action? afterRename = null)
     {
         var temp = path + ".tmp";
-        WriteAndSync(temp, contents);
+        WriteAndSync(temp, contents); // mutation: pointer-file-sync
         afterWrite?.Invoke();
         File.Move(temp, path, overwrite: true); // rename(2): atomic on POSIX file systems
         afterRename?.Invoke();
-        SyncDirectory(Path.GetDirectoryName(path)!);
+        SyncDirectory(Path.GetDirectoryName(path)!); // mutation: pointer-rename-sync
     }
 
     /// <summary>

@@ -48,7 +48,7 @@ internal sealed class PartitionLayout
     /// <summary>Takes the partition's lock file; throws StorageFailure when another engine holds it.</summary>
     public FileStream Lock()
     {
-        Directory.CreateDirectory(PartitionPath);
+        DurableFiles.CreateDirectoryDurably(PartitionPath);
         var path = Path.Combine(PartitionPath, LockFileName);
         try
         {

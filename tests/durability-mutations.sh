@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Mutation check of the product's durability calls: for each fsync (or synced write) marked in the
+# source with "// mutation: NAME", remove or weaken that one call in a temporary copy of the tree,
+# build, run the power-cut tests (trait Category=PowerCut) and report which tests caught it.
+# Every mutation must be caught: a durability call that no test misses is either redundant or untested.
+#
+# Usage: tests/durability-mutations.sh [NAME ...]     (default: every mutation below)
+# Needs what the power-cut tests need (root, /dev/fuse, fuse3, libfuse3-dev, pkg-config, gcc).
+# Takes a while (one build and test run per mutation); not run by .ci/run.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d /tmp/dengine-mutations.XXXXXX)"
+tree="$work/tree"
+results="$work/results"
+mkdir -p "$tree" "$results"
+
+# The test projects that hold power-cut tests.
+projects=(tests/DEngine.StateMachine.Tests tests/DEngine.Orleans.Tests tests/DEngine.Cluster.Tests)
+
+# NAME|FILE|sed command applied to the marked line ("d" deletes the call).
+mutations=(
+  "synced-write|src/DEngine.StateMachine/RocksDbStateMachine.cs|s/SetSync(true)/SetSync(false)/"
+  "wal-flush-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|s/_db!.Handle, 1)/_db!.Handle, 0)/"
+  "installed-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "installed-copy-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "generation-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "generation-rename-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "snapshot-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "manifest-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|s/DurableFiles.WriteAndSync(/File.WriteAllBytes(/"
+  "snapshot-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "snapshot-rename-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
+  "pointer-file-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|s/WriteAndSync(temp, contents);/File.WriteAllBytes(temp, contents.ToArray());/"
+  "pointer-rename-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|d"
+  "new-directory-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|d"
+  "fence-rewrite-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|d"
+  "fence-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|d"
+)
+
+selected=("$@")
+wanted() {
+  [ ${#selected[@]} -eq 0 ] && return 0
+  local n
+  for n in "${selected[@]}"; do [ "$n" = "$1" ] && return 0; done
+  return 1
+}
+
+echo "copying the tree to $tree"
+tar -C "$repo" --exclude=./.git --exclude='*/bin' --exclude='*/obj' --exclude=./TestResults -cf - . | tar -C "$tree" -xf -
+
+build() {
+  local p
+  for p in "${projects[@]}"; do
+    dotnet build "$tree/$p" -c Release -nologo -v q >"$work/build.log" 2>&1 || return 1
+  done
+}
+
+# Runs the power-cut tests; prints the short names of the failed tests (or "run failed" when the run broke).
+run_tests() {
+  local tag="$1" p failed="" status=0 trx
+  for p in "${projects[@]}"; do
+    trx="$tag-$(basename "$p").trx"
+    set +e
+    timeout 900 dotnet test "$tree/$p" -c Release --no-build --filter "Category=PowerCut" \
+      --logger "trx;LogFileName=$trx" --results-directory "$results" >"$results/$tag-$(basename "$p").log" 2>&1
+    status=$?
+    set -e
+    if [ -f "$results/$trx" ]; then
+      failed+="$(grep -o '<UnitTestResult [^>]*' "$results/$trx" | grep 'outcome="Failed"' \
+        | sed 's/.*testName="\([^"]*\)".*/\1/' | sed 's/.*\.//' | sort -u | tr '\n' ' ')"
+    fi
+    if [ "$status" -ne 0 ] && [ ! -f "$results/$trx" ]; then
+      failed+="(run of $(basename "$p") failed: exit $status) "
+    fi
+  done
+  echo "$failed"
+}
+
+echo "baseline: building and running the power-cut tests unmutated"
+build || { echo "the unmutated tree does not build (see $work/build.log)"; exit 1; }
+baseline="$(run_tests baseline)"
+if [ -n "$baseline" ]; then
+  echo "the power-cut tests fail without any mutation: $baseline"
+  exit 1
+fi
+
+report=()
+uncaught=0
+for m in "${mutations[@]}"; do
+  IFS='|' read -r name file expr <<<"$m"
+  wanted "$name" || continue
+  marker="// mutation: $name"
+  count="$(grep -c -F "$marker" "$tree/$file" || true)"
+  if [ "$count" != "1" ]; then
+    report+=("$name -> marker found $count times in $file (expected once)")
+    uncaught=$((uncaught + 1))
+    continue
+  fi
+  cp "$tree/$file" "$work/original"
+  sed -i "\\|// mutation: $name\$|{ $expr }" "$tree/$file"
+  if cmp -s "$tree/$file" "$work/original"; then
+    report+=("$name -> the sed command changed nothing")
+    uncaught=$((uncaught + 1))
+    continue
+  fi
+  echo "mutation $name: building"
+  if ! build; then
+    report+=("$name -> does not build (see $work/build.log)")
+    cp "$work/original" "$tree/$file"
+    uncaught=$((uncaught + 1))
+    continue
+  fi
+  echo "mutation $name: running the power-cut tests"
+  caught="$(run_tests "$name")"
+  cp "$work/original" "$tree/$file"
+  if [ -n "$caught" ]; then
+    report+=("$name -> caught by $caught")
+  else
+    report+=("$name -> NOT CAUGHT")
+    uncaught=$((uncaught + 1))
+  fi
+done
+
+echo
+echo "mutation -> caught by"
+printf '%s\n' "${report[@]}"
+echo "results and logs: $results"
+[ "$uncaught" -eq 0 ]
