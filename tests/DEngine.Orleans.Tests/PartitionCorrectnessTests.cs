@@ -47,6 +47,8 @@ public sealed class PartitionCorrectnessTests(PartitionCorrectnessFixture fixtur
             // The race of issue 11: a read arriving now, then chunk 2 applied right after chunk 1's sync.
             var early = grain.Get(k2);
             var w2 = grain.Put(k2, B("v2"), 0);
+            // Answered after both were taken in (one client's calls reach the activation in order).
+            await grain.GetStatus().WaitAsync(Bound);
             Silo.Gate.Pass(1);
             await w1.WaitAsync(Bound);
             await Silo.Gate.WaitForHeldRoundsAsync(2); // chunk 2 applied, its fsync held
@@ -86,9 +88,10 @@ public sealed class PartitionCorrectnessTests(PartitionCorrectnessFixture fixtur
             var blocker = grain.Put(InPartition(2, "blocker"), B("x"), 0);
             await Silo.Gate.WaitForHeldRoundsAsync(1);
             var cas = grain.CompareAndSwap(key, B("v"), B("new"));
-            // The CAS waits in the queue while the key's TTL runs out.
+            // Answered after the CAS was taken in (one client's calls reach the activation in order).
+            await grain.GetStatus().WaitAsync(Bound);
+            // The CAS waits in the queue while the key's TTL runs out (reads now report it absent).
             Silo.Clock.Advance(TimeSpan.FromSeconds(11));
-            Assert.Null(await grain.Get(key).WaitAsync(Bound));
 
             Silo.Gate.Open();
 
