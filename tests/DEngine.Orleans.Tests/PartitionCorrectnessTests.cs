@@ -77,7 +77,7 @@ public sealed class PartitionCorrectnessTests(PartitionCorrectnessFixture fixtur
     }
 
     [Fact]
-    public async Task A_cas_queued_behind_a_slow_fsync_is_judged_when_it_is_sequenced_not_when_it_arrived()
+    public async Task A_cas_or_ttl_queued_behind_a_slow_fsync_is_judged_when_it_is_sequenced_not_when_it_arrived()
     {
         var grain = Partition(2);
         var key = InPartition(2, "cas");
@@ -88,16 +88,22 @@ public sealed class PartitionCorrectnessTests(PartitionCorrectnessFixture fixtur
             var blocker = grain.Put(InPartition(2, "blocker"), B("x"), 0);
             await Silo.Gate.WaitForHeldRoundsAsync(1);
             var cas = grain.CompareAndSwap(key, B("v"), B("new"));
-            // Answered after the CAS was taken in (one client's calls reach the activation in order).
+            var lease = InPartition(2, "lease");
+            var leasePut = grain.Put(lease, B("l"), 10);
+            // Answered after both were taken in (one client's calls reach the activation in order).
             await grain.GetStatus().WaitAsync(Bound);
-            // The CAS waits in the queue while the key's TTL runs out (reads now report it absent).
+            // They wait in the queue while the key's TTL runs out (reads now report it absent).
             Silo.Clock.Advance(TimeSpan.FromSeconds(11));
+            var sequencedAt = (ulong)Silo.Clock.GetUtcNow().ToUnixTimeMilliseconds();
 
             Silo.Gate.Open();
 
             Assert.False(await cas.WaitAsync(Bound));
             await blocker.WaitAsync(Bound);
+            await leasePut.WaitAsync(Bound);
             Assert.Null(await grain.Get(key));
+            // The TTL counts from when the put was sequenced, not from when it arrived.
+            Assert.Equal(sequencedAt + 10_000, (await grain.GetTtl(lease)).ExpiresAtUnixMs);
         }
         finally
         {
