@@ -45,11 +45,14 @@ public sealed class LoweredLimitTests
             // Both queue behind the held chunk and are sequenced into one chunk.
             var planned = await restarted.CleanupExpired().WaitAsync(Bound);
             var put = restarted.Put(shortKey, B("new"), 0);
+            // Answered after the put was taken in (one client's calls reach the activation in order).
+            await restarted.GetStatus().WaitAsync(Bound);
             second.Gate.Open();
 
             Assert.Equal(longKeys.Length, planned);
-            await blocker.WaitAsync(Bound);
-            await put.WaitAsync(Bound);
+            var blockerIndex = await blocker.WaitAsync(Bound);
+            // Queued together behind the held chunk, so drained into one chunk: cleanup, then the put.
+            Assert.Equal(blockerIndex + 2, await put.WaitAsync(Bound));
         }
         finally
         {
