@@ -21,7 +21,7 @@ public sealed class LoweredLimitTests
             var grain = first.Grains.GetGrain<IStateMachineGrain>(partition);
             foreach (var key in longKeys)
             {
-                await grain.Put(key, B("old"), 1);
+                await grain.Put(key, B("old"), 3600);
             }
         }
         finally
@@ -29,13 +29,13 @@ public sealed class LoweredLimitTests
             await first.StopAsync();
         }
 
-        // Restarted on the same data with a lower limit, on a silo whose clock is 3 s behind.
-        var clock = new FakeTimeProvider(start - TimeSpan.FromSeconds(3));
+        // Restarted on the same data with a lower limit. Activated before the TTL runs out, so its
+        // expiry timer is an hour (of real time) away and the cleanup below is the only one.
+        var clock = new FakeTimeProvider(start);
         await using var second = await OneSiloCluster.StartAsync(o => o.MaxKeyBytes = 64, clock, first.Root, first.Ownership);
         var restarted = second.Grains.GetGrain<IStateMachineGrain>(partition);
-        var skew = await ObservedSkewAsync(restarted, partition);
-        Assert.InRange(skew, 2_000, 3_000); // the floor (the first silo's stamps) is ~3 s ahead of this clock
-        clock.Advance(TimeSpan.FromSeconds(5));
+        await restarted.GetStatus();
+        clock.Advance(TimeSpan.FromHours(2));
         var shortKey = InPartition(partition, "short");
         try
         {
@@ -65,6 +65,28 @@ public sealed class LoweredLimitTests
         // Client writes over the new limit are still refused when they are sequenced.
         var refused = await Assert.ThrowsAsync<DEngineException>(() => restarted.Put(longKeys[0], B("again"), 0));
         Assert.Equal(DEngineErrorCode.LimitExceeded, refused.Code);
+    }
+
+    [Fact]
+    public async Task The_clock_skew_gauge_shows_how_far_the_partitions_time_floor_is_ahead_of_this_silos_clock()
+    {
+        const int partition = 6;
+        var start = DateTimeOffset.UtcNow;
+        var first = await OneSiloCluster.StartAsync(clock: new FakeTimeProvider(start + TimeSpan.FromSeconds(20)));
+        try
+        {
+            await first.Grains.GetGrain<IStateMachineGrain>(partition).Put(InPartition(partition, "fast"), B("v"), 0);
+        }
+        finally
+        {
+            await first.StopAsync();
+        }
+
+        // The same data on a silo whose clock is 20 s behind the one that stamped it.
+        await using var second = await OneSiloCluster.StartAsync(clock: new FakeTimeProvider(start), root: first.Root, ownership: first.Ownership);
+        var skew = await ObservedSkewAsync(second.Grains.GetGrain<IStateMachineGrain>(partition), partition);
+
+        Assert.Equal(20_000, skew);
     }
 
     /// <summary>The dengine.clock.skew gauge for <paramref name="partition"/> (activating it first).</summary>
