@@ -29,6 +29,46 @@ public sealed class DEngineOptions
     /// <summary>Most client writes committed in one chunk. Default 4096.</summary>
     public int MaxChunkEntries { get; set; } = 4096;
 
+    /// <summary>Default of <see cref="MaxChunkBytes"/>: 16 MiB.</summary>
+    public const long DEFAULT_MAX_CHUNK_BYTES = 16L << 20;
+
+    /// <summary>
+    /// Most bytes (encoded commands) in one chunk, i.e. one RocksDB WriteBatch in memory. A single
+    /// write larger than this still forms a chunk of its own. Default 16 MiB.
+    /// </summary>
+    public long MaxChunkBytes { get; set; } = DEFAULT_MAX_CHUNK_BYTES;
+
+    /// <summary>Default of <see cref="MaxQueuedWrites"/>: 16384 (four full chunks).</summary>
+    public const int DEFAULT_MAX_QUEUED_WRITES = 16_384;
+
+    /// <summary>
+    /// Most client writes waiting in one partition's queue for their chunk (while the previous chunk
+    /// is synced). A write beyond it is refused with Overloaded (retryable, nothing applied), so
+    /// memory stays bounded under any load. Default 16384.
+    /// </summary>
+    public int MaxQueuedWrites { get; set; } = DEFAULT_MAX_QUEUED_WRITES;
+
+    /// <summary>Default of <see cref="MaxQueuedBytes"/>: 64 MiB.</summary>
+    public const long DEFAULT_MAX_QUEUED_BYTES = 64L << 20;
+
+    /// <summary>
+    /// Most bytes (encoded commands) waiting in one partition's queue; beyond it a write is refused
+    /// with Overloaded. A write into an empty queue is always taken. Default 64 MiB.
+    /// </summary>
+    public long MaxQueuedBytes { get; set; } = DEFAULT_MAX_QUEUED_BYTES;
+
+    /// <summary>Default of <see cref="MaxClockSkew"/>: 5 s.</summary>
+    public static readonly TimeSpan DEFAULT_MAX_CLOCK_SKEW = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How far a partition's time floor (the highest clock stamp it applied, possibly from another
+    /// silo's clock) may count ahead of this silo's clock when judging expiry: expiry is judged at
+    /// max(clock, min(floor, clock + MaxClockSkew)). A silo whose clock is behind still sees keys
+    /// that were reported expired as expired (up to this skew); a silo whose clock runs ahead cannot
+    /// make keys expire early elsewhere by more than this. Default 5 s.
+    /// </summary>
+    public TimeSpan MaxClockSkew { get; set; } = DEFAULT_MAX_CLOCK_SKEW;
+
     /// <summary>
     /// Dedicated threads that fsync partitions' write-ahead logs (group commit). Partitions are
     /// spread over them, so fsyncs of different partitions overlap. Default 4.
@@ -84,6 +124,22 @@ public sealed class DEngineOptions
         if (MaxChunkEntries is < 1 or > 100_000)
         {
             return $"{SectionName}:{nameof(MaxChunkEntries)} must be between 1 and 100000 (was {MaxChunkEntries}).";
+        }
+        if (MaxChunkBytes is < 1024 or > 1L << 30)
+        {
+            return $"{SectionName}:{nameof(MaxChunkBytes)} must be between 1024 and 1073741824 (was {MaxChunkBytes}).";
+        }
+        if (MaxQueuedWrites is < 1 or > 1_000_000)
+        {
+            return $"{SectionName}:{nameof(MaxQueuedWrites)} must be between 1 and 1000000 (was {MaxQueuedWrites}).";
+        }
+        if (MaxQueuedBytes is < 1024 or > 16L << 30)
+        {
+            return $"{SectionName}:{nameof(MaxQueuedBytes)} must be between 1024 and 17179869184 (was {MaxQueuedBytes}).";
+        }
+        if (MaxClockSkew < TimeSpan.Zero || MaxClockSkew > TimeSpan.FromHours(1))
+        {
+            return $"{SectionName}:{nameof(MaxClockSkew)} must be between 00:00:00 and 01:00:00 (was {MaxClockSkew}).";
         }
         if (SyncThreads is < 1 or > 64)
         {

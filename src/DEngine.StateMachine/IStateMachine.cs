@@ -15,10 +15,14 @@ namespace DEngine.StateMachine;
 /// new applied position: after a crash at any instant, <see cref="LastApplied"/> describes exactly
 /// the data on disk. Entries at or below the applied index are skipped and reported as
 /// <see cref="ApplyStatus.AlreadyApplied"/>, so redelivery is safe. A gap, a non-increasing index,
-/// a missing payload, an undecodable command or a limit violation rejects the whole chunk with a
-/// <see cref="DEngineException"/> naming the index, and nothing of it is applied. Apply is
-/// deterministic: the same entries on the same state give the same bytes. Reads never return an
-/// expired value.</para>
+/// a missing payload, an undecodable command or an empty key rejects the whole chunk with a
+/// <see cref="DEngineException"/> naming the index, and nothing of it is applied. Size limits are
+/// not checked by apply: the sequencer checks them (<see cref="CommandLimits"/>) before it logs a
+/// command, so an accepted entry applies alike on every engine whatever its limits. Apply is
+/// deterministic: the same entries on the same state give the same bytes (expiry is judged at the
+/// entries' stamps). Reads never return an expired value (judged at max(clock, time floor)); with
+/// Synced durability they read the durable read view: never a chunk applied with
+/// <see cref="ApplyDurability.Deferred"/> until a <see cref="SyncWal"/> covering it returned.</para>
 /// </remarks>
 public interface IStateMachine : IDisposable
 {

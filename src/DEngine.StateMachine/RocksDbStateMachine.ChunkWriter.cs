@@ -22,6 +22,11 @@ public sealed partial class RocksDbStateMachine
         /// <summary>The lowest TTL index key this chunk puts, or null when it puts none.</summary>
         public byte[]? LowestTtlKeyWritten { get; private set; }
 
+        /// <summary>The highest clock stamp (<c>as_of_unix_ms</c>) of the chunk's entries; 0 when none is stamped.</summary>
+        public ulong HighestStamp { get; private set; }
+
+        private void Stamp(ulong asOfUnixMs) => HighestStamp = Math.Max(HighestStamp, asOfUnixMs);
+
         public ApplyResult Apply(in ApplyEntry entry)
         {
             var command = entry.Command;
@@ -30,14 +35,18 @@ public sealed partial class RocksDbStateMachine
                 case null:
                     return new ApplyResult(entry.Index, ApplyStatus.Applied);
                 case WriteCommand.OperationOneofCase.Insert:
+                    Stamp(command.Insert.AsOfUnixMs);
                     Insert(command.Insert);
                     return new ApplyResult(entry.Index, ApplyStatus.Applied);
                 case WriteCommand.OperationOneofCase.Delete:
+                    Stamp(command.Delete.AsOfUnixMs);
                     Delete(command.Delete.Key.Span);
                     return new ApplyResult(entry.Index, ApplyStatus.Applied);
                 case WriteCommand.OperationOneofCase.CompareAndSwap:
+                    Stamp(command.CompareAndSwap.AsOfUnixMs);
                     return new ApplyResult(entry.Index, CompareAndSwap(command.CompareAndSwap) ? ApplyStatus.Applied : ApplyStatus.CompareFailed);
                 case WriteCommand.OperationOneofCase.ExpireKeys:
+                    Stamp(command.ExpireKeys.AsOfUnixMs);
                     return new ApplyResult(entry.Index, ApplyStatus.Applied, ExpireKeys(command.ExpireKeys));
                 default:
                     throw new InvalidOperationException("validated before apply");
@@ -88,6 +97,9 @@ public sealed partial class RocksDbStateMachine
 
         private bool CompareAndSwap(WriteCommand.Types.CompareAndSwap cas)
         {
+            // Judged at the stamp alone, not max(stamp, floor): the sequencer stamped max(clock,
+            // floor) capped by its MaxClockSkew, and apply must give the same result on every
+            // replica whatever its clock or settings.
             var asOf = cas.AsOfUnixMs != 0 ? cas.AsOfUnixMs : machine.NowUnixMs;
             var current = Read(cas.Key.Span);
             ReadOnlySpan<byte> currentValue = default;

@@ -30,6 +30,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private static readonly byte[] LastAppliedIndexKey = "last_applied_index"u8.ToArray();
     private static readonly byte[] LastAppliedTermKey = "last_applied_term"u8.ToArray();
     private static readonly byte[] SnapshotMetadataKey = "snapshot_metadata"u8.ToArray();
+    private static readonly byte[] TimeFloorKey = "time_floor"u8.ToArray();
 
     private readonly string _path;
     private readonly PartitionLayout _layout;
@@ -56,6 +57,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private bool _disposed;
     private LogPosition _lastApplied;
     private ulong _durableIndex;
+    private ulong _timeFloor;
     private SnapshotMetadata? _snapshotMetadata;
     private long _generation;
 
@@ -120,7 +122,31 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <inheritdoc />
     public SnapshotMetadata? SnapshotMetadata => Volatile.Read(ref _snapshotMetadata);
 
-    private ulong NowUnixMs => TtlClock.NowUnixMs(_options.TimeProvider);
+    /// <summary>
+    /// The partition's time floor: the highest clock stamp (Unix ms) of any applied entry (the
+    /// <c>as_of_unix_ms</c> fields the sequencer writes). Persisted with the applied position in the
+    /// same WriteBatch, so it survives restarts and travels with snapshots to other silos.
+    /// </summary>
+    public ulong TimeFloor => Volatile.Read(ref _timeFloor);
+
+    /// <summary>
+    /// The instant expiry is judged at on this engine: max(clock, floor), where the floor counts only
+    /// up to clock + <see cref="RocksDbStateMachineOptions.MaxClockSkew"/>. So time never runs
+    /// backwards for the partition (a silo whose clock is behind the one that stamped the entries
+    /// still sees keys reported expired as expired), while a floor stamped by a silo whose clock runs
+    /// ahead expires keys here at most MaxClockSkew early. The floor itself is never lowered: it is
+    /// replicated state, the cap is this silo's local judgement.
+    /// </summary>
+    public ulong EffectiveNowUnixMs => Effective(TtlClock.NowUnixMs(_options.TimeProvider), TimeFloor);
+
+    private ulong NowUnixMs => EffectiveNowUnixMs;
+
+    private ulong Effective(ulong clock, ulong floor)
+    {
+        var skew = (ulong)_options.MaxClockSkew.TotalMilliseconds;
+        var cap = clock > ulong.MaxValue - skew ? ulong.MaxValue : clock + skew;
+        return Math.Max(clock, Math.Min(floor, cap));
+    }
 
     /// <inheritdoc />
     public void Start()
@@ -138,7 +164,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     public byte[]? Get(ReadOnlySpan<byte> key)
     {
         using var _ = EnterServing();
-        return ReadLive(key);
+        using var view = EnterReadView();
+        return ReadPoint(key, view.Options, view.NowUnixMs);
     }
 
     private static readonly ReadOptions PointReadOptions = new();
@@ -146,16 +173,16 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <summary>
     /// One point read of the data family through a pinned slice: the value is copied once, from
     /// RocksDB's memtable or cached block straight into the result, without its expiry header (no
-    /// native result buffer to allocate, copy and free, no second managed copy). The clock is read
-    /// only for a value that has a TTL. Callers hold the lifecycle read lock.
+    /// native result buffer to allocate, copy and free, no second managed copy). Callers hold the
+    /// lifecycle read lock (and the read view that <paramref name="options"/> reads).
     /// </summary>
-    private unsafe byte[]? ReadLive(ReadOnlySpan<byte> key)
+    private unsafe byte[]? ReadPoint(ReadOnlySpan<byte> key, ReadOptions options, ulong now)
     {
         IntPtr slice;
         IntPtr error;
         fixed (byte* k = key)
         {
-            slice = Native.Instance.rocksdb_get_pinned_cf(_db!.Handle, PointReadOptions.Handle, _data.Handle, k, (UIntPtr)key.Length, out error);
+            slice = Native.Instance.rocksdb_get_pinned_cf(_db!.Handle, options.Handle, _data.Handle, k, (UIntPtr)key.Length, out error);
         }
         if (error != IntPtr.Zero)
         {
@@ -169,7 +196,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         {
             var data = Native.Instance.rocksdb_pinnableslice_value(slice, out var length);
             var value = StoredValue.Decode(new ReadOnlySpan<byte>((void*)data, checked((int)length)), out var expiry);
-            return expiry != 0 && StoredValue.IsExpired(expiry, NowUnixMs) ? null : value.ToArray();
+            return StoredValue.IsExpired(expiry, now) ? null : value.ToArray();
         }
         finally
         {
@@ -186,17 +213,14 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             return [];
         }
         using var _ = EnterServing();
-        using var snapshot = _db!.CreateSnapshot();
-        var readOptions = new ReadOptions().SetSnapshot(snapshot);
-        var now = NowUnixMs;
+        // One snapshot for all keys: the read view's, or (reading live state) one taken now.
+        using var view = EnterReadView(consistent: true);
         var values = new byte[]?[keys.Count];
         for (var i = 0; i < values.Length; i++)
         {
-            var stored = _db.Get(keys[i], _data, readOptions);
-            values[i] = stored is null ? null : LiveValue(stored, now);
+            var stored = _db!.Get(keys[i], _data, view.Options);
+            values[i] = stored is null ? null : LiveValue(stored, view.NowUnixMs);
         }
-        // The native read options must outlive every read (their finalizer frees them).
-        GC.KeepAlive(readOptions);
         return values;
     }
 
@@ -204,10 +228,11 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     public ScanResult ScanPrefix(ReadOnlySpan<byte> prefix)
     {
         using var _ = EnterServing();
-        using var snapshot = _db!.CreateSnapshot();
-        var readOptions = new ReadOptions().SetSnapshot(snapshot);
+        using var view = EnterReadView(consistent: true);
+        // Own options (the upper bound is per scan) on the view's snapshot.
+        var readOptions = new ReadOptions().SetSnapshot(view.Snapshot!);
         // The revision is read from the same snapshot as the entries, so it describes them exactly.
-        var revision = ReadU64(_db.Get(LastAppliedIndexKey, _meta, readOptions));
+        var revision = ReadU64(_db!.Get(LastAppliedIndexKey, _meta, readOptions));
         if (prefix.IsEmpty)
         {
             return new ScanResult([], revision);
@@ -217,7 +242,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         {
             readOptions.SetIterateUpperBound(upper);
         }
-        var now = NowUnixMs;
+        var now = view.NowUnixMs;
         var entries = new List<KeyValue>();
         using var iterator = _db.NewIterator(_data, readOptions);
         for (iterator.Seek(prefix); iterator.Valid(); iterator.Next())
@@ -240,17 +265,26 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     }
 
     /// <inheritdoc />
-    public bool TryGetExpiry(ReadOnlySpan<byte> key, out ulong? expiresAtUnixMs)
+    public bool TryGetExpiry(ReadOnlySpan<byte> key, out ulong? expiresAtUnixMs) => TryGetExpiry(key, out expiresAtUnixMs, out _);
+
+    /// <summary>
+    /// As <see cref="TryGetExpiry(ReadOnlySpan{byte}, out ulong?)"/>, and gives the instant the key was
+    /// judged at (see <see cref="EffectiveNowUnixMs"/>): a key reported present expires strictly after
+    /// <paramref name="asOfUnixMs"/>, so <c>expiry - asOf</c> is its positive remaining time. One clock read.
+    /// </summary>
+    public bool TryGetExpiry(ReadOnlySpan<byte> key, out ulong? expiresAtUnixMs, out ulong asOfUnixMs)
     {
         using var _ = EnterServing();
+        using var view = EnterReadView();
         expiresAtUnixMs = null;
-        var stored = _db!.Get(key, _data);
+        asOfUnixMs = view.NowUnixMs;
+        var stored = _db!.Get(key, _data, view.Options);
         if (stored is null)
         {
             return false;
         }
         StoredValue.Decode(stored, out var expiry);
-        if (StoredValue.IsExpired(expiry, NowUnixMs))
+        if (StoredValue.IsExpired(expiry, asOfUnixMs))
         {
             return false;
         }
@@ -334,6 +368,11 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             var last = entries[^1];
             batch.Put(LastAppliedIndexKey, U64(last.Index), _meta);
             batch.Put(LastAppliedTermKey, U64(last.Term), _meta);
+            var floor = Math.Max(_timeFloor, chunk.HighestStamp);
+            if (floor != _timeFloor)
+            {
+                batch.Put(TimeFloorKey, U64(floor), _meta);
+            }
 
             var sync = durability == ApplyDurability.Default && _options.Durability == DurabilityMode.Synced;
             try
@@ -354,6 +393,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 throw new DEngineException(DEngineErrorCode.StorageFailure, $"RocksDB rejected the chunk's write ({ex.Message}). Nothing of the chunk was applied; check disk space and the data directory, then retry.", PartitionId, entries[firstNew].Index, ex);
             }
             WritePosition(new LogPosition(last.Index, last.Term));
+            Volatile.Write(ref _timeFloor, floor);
             if (chunk.LowestTtlKeyWritten is { } lowest)
             {
                 // After the write (see NoteTtlInserted): a scan that could not see this entry either
@@ -362,7 +402,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             }
             if (sync)
             {
-                Volatile.Write(ref _durableIndex, last.Index);
+                // Still under the apply gate: the view taken now is exactly this chunk.
+                Publish(TakeView());
             }
             return results;
         }
@@ -373,17 +414,40 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     {
         ThrowIfFenced();
         using var _ = EnterUse();
-        // Everything applied before this point is in the WAL's OS buffers; one fsync makes it durable.
-        var covered = ReadPosition().Index;
+        return SyncAndPublish();
+    }
+
+    /// <summary>
+    /// One fsync of the WAL, then (Synced durability) the read view it covers is published. Callers
+    /// hold the lifecycle read lock.
+    /// </summary>
+    /// <remarks>
+    /// The view is fixed before the fsync: RocksDB makes a write visible only after appending it to
+    /// the WAL, so everything the snapshot shows is in the WAL's OS buffers and the fsync makes
+    /// exactly that durable. Its index is read from the snapshot itself, so index and data match
+    /// without holding the apply gate (the apply that runs meanwhile is simply not in this view).
+    /// </remarks>
+    private ulong SyncAndPublish()
+    {
+        var view = UsesReadViews ? TakeView() : null;
+        var covered = view?.Index ?? ReadPosition().Index;
         try
         {
             Native.Instance.rocksdb_flush_wal(_db!.Handle, 1); // mutation: wal-flush-sync
         }
         catch (RocksDbException ex)
         {
+            view?.Release();
             throw Fence(ex, DurableIndex + 1);
         }
-        AdvanceDurable(covered);
+        if (view is not null)
+        {
+            Publish(view);
+        }
+        else
+        {
+            AdvanceDurable(covered);
+        }
         return covered;
     }
 
@@ -559,6 +623,11 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         return firstNew;
     }
 
+    /// <summary>
+    /// Structural checks only (a key to write, an operation this version knows). Size limits are not
+    /// checked here: they belong to sequencing (<see cref="CommandLimits"/>), so an accepted entry
+    /// applies the same on every engine whatever its configured limits.
+    /// </summary>
     private void ValidateCommand(in ApplyEntry entry)
     {
         switch (entry.Command?.OperationCase)
@@ -567,19 +636,12 @@ public sealed partial class RocksDbStateMachine : IStateMachine
                 return;
             case WriteCommand.OperationOneofCase.Insert:
                 ValidateKey(entry.Command.Insert.Key, entry.Index);
-                ValidateValue(entry.Command.Insert.Value, entry.Index);
                 return;
             case WriteCommand.OperationOneofCase.Delete:
                 ValidateKey(entry.Command.Delete.Key, entry.Index);
                 return;
             case WriteCommand.OperationOneofCase.CompareAndSwap:
-                var cas = entry.Command.CompareAndSwap;
-                ValidateKey(cas.Key, entry.Index);
-                ValidateValue(cas.NewValue, entry.Index);
-                if (cas.HasExpectedValue)
-                {
-                    ValidateValue(cas.ExpectedValue, entry.Index);
-                }
+                ValidateKey(entry.Command.CompareAndSwap.Key, entry.Index);
                 return;
             case WriteCommand.OperationOneofCase.ExpireKeys:
                 foreach (var expired in entry.Command.ExpireKeys.Keys)
@@ -597,18 +659,6 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         if (key.IsEmpty)
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty. Nothing of the chunk was applied.", PartitionId, index);
-        }
-        if (key.Length > _options.MaxKeyBytes)
-        {
-            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A key of {key.Length} bytes exceeds the limit of {_options.MaxKeyBytes} bytes (MaxKeyBytes). Nothing of the chunk was applied.", PartitionId, index);
-        }
-    }
-
-    private void ValidateValue(ByteString value, ulong index)
-    {
-        if (value.Length > _options.MaxValueBytes)
-        {
-            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A value of {value.Length} bytes exceeds the limit of {_options.MaxValueBytes} bytes (MaxValueBytes). Nothing of the chunk was applied.", PartitionId, index);
         }
     }
 
@@ -882,12 +932,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         }
     }
 
-    private void SyncWalUnlocked()
-    {
-        var covered = ReadPosition().Index;
-        Native.Instance.rocksdb_flush_wal(_db!.Handle, 1);
-        AdvanceDurable(covered);
-    }
+    private void SyncWalUnlocked() => SyncAndPublish();
 
     /// <inheritdoc />
     public void Reset()
@@ -1044,8 +1089,13 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             ReadU64(_db.Get(LastAppliedIndexKey, _meta)),
             ReadU64(_db.Get(LastAppliedTermKey, _meta)));
         WritePosition(position);
+        Volatile.Write(ref _timeFloor, ReadU64(_db.Get(TimeFloorKey, _meta)));
         // What RocksDB recovered on open is what the WAL held on disk.
         Volatile.Write(ref _durableIndex, position.Index);
+        if (UsesReadViews)
+        {
+            _view = TakeView();
+        }
         var meta = _db.Get(SnapshotMetadataKey, _meta);
         Volatile.Write(ref _snapshotMetadata, meta is null ? null : Protos.Storage.SnapshotMetadata.Parser.ParseFrom(meta));
     }
@@ -1094,6 +1144,10 @@ public sealed partial class RocksDbStateMachine : IStateMachine
 
     private void Close()
     {
+        // Callers hold the lifecycle write lock: no read holds the view, and its snapshot must be
+        // released while the database is still open.
+        _view?.Release();
+        _view = null;
         _db?.Dispose();
         _db = null;
     }

@@ -12,14 +12,24 @@ public sealed class RocksDbStateMachineOptions
     /// <summary>When writes are on stable storage. Default <see cref="DurabilityMode.Synced"/>.</summary>
     public DurabilityMode Durability { get; set; } = DurabilityMode.Synced;
 
-    /// <summary>Largest key accepted, in bytes. Default 4 KiB.</summary>
+    /// <summary>Largest key accepted by <see cref="Limits"/>, in bytes (apply does not check it). Default 4 KiB.</summary>
     public int MaxKeyBytes { get; set; } = 4 * 1024;
 
-    /// <summary>Largest value accepted, in bytes. Default 1 MiB.</summary>
+    /// <summary>Largest value accepted by <see cref="Limits"/>, in bytes (apply does not check it). Default 1 MiB.</summary>
     public int MaxValueBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>The limits above, for a sequencer to check commands before it logs them.</summary>
+    public CommandLimits Limits => new(MaxKeyBytes, MaxValueBytes);
 
     /// <summary>Clock for TTL decisions of unstamped commands and for reads. Tests pass a fake.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>
+    /// How far the partition's time floor (the highest applied clock stamp) may count ahead of this
+    /// engine's clock when judging expiry (see <see cref="RocksDbStateMachine.EffectiveNowUnixMs"/>).
+    /// Default 5 s.
+    /// </summary>
+    public TimeSpan MaxClockSkew { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Write buffer (memtable) size of the data column family. Default 128 MiB.</summary>
     public ulong WriteBufferSize { get; set; } = 128UL << 20;
@@ -101,6 +111,10 @@ public sealed class RocksDbStateMachineOptions
         if (SnapshotsToKeep < 1)
         {
             throw new ArgumentException($"{nameof(SnapshotsToKeep)} must be at least 1 (was {SnapshotsToKeep}).", nameof(SnapshotsToKeep));
+        }
+        if (MaxClockSkew < TimeSpan.Zero || MaxClockSkew > TimeSpan.FromDays(1))
+        {
+            throw new ArgumentException($"{nameof(MaxClockSkew)} must be between 0 and 1 day (was {MaxClockSkew}).", nameof(MaxClockSkew));
         }
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
     }

@@ -251,12 +251,17 @@ public sealed class ChunkRulesTests
         AssertUnchanged(engine);
     }
 
+    // Limits are checked when a command is sequenced (CommandLimits, called by the partition grain),
+    // never when an entry is applied: an accepted entry applies on every engine whatever its limits.
+
     [Fact]
-    public void Keys_and_values_at_the_limits_are_accepted()
+    public void Keys_and_values_at_the_limits_pass_the_sequencing_check_and_apply()
     {
         using var engine = EngineWithTwoEntries(o => { o.MaxKeyBytes = 8; o.MaxValueBytes = 16; });
+        Entry[] chunk = [Insert(3, new string('k', 8), new string('v', 16)), Cas(4, new string('c', 8), null, new string('v', 16))];
 
-        engine.Machine.ApplyChunk([Insert(3, new string('k', 8), new string('v', 16)), Cas(4, new string('c', 8), null, new string('v', 16))]);
+        engine.Options.Limits.Validate(EntryDecoder.Decode(chunk, 0), 0);
+        engine.Machine.ApplyChunk(chunk);
 
         Assert.Equal(new string('v', 16), engine.GetString(new string('k', 8)));
         Assert.Equal(new string('v', 16), engine.GetString(new string('c', 8)));
@@ -274,16 +279,57 @@ public sealed class ChunkRulesTests
 
     [Theory]
     [MemberData(nameof(OversizeCommands))]
-    public void An_oversize_key_or_value_rejects_the_chunk_with_LimitExceeded_and_nothing_applied(string what, Entry oversize)
+    public void The_sequencing_check_rejects_an_oversize_key_or_value_with_LimitExceeded_naming_the_entry(string what, Entry oversize)
     {
-        using var engine = EngineWithTwoEntries(o => { o.MaxKeyBytes = 8; o.MaxValueBytes = 16; });
+        var limits = new CommandLimits(maxKeyBytes: 8, maxValueBytes: 16);
 
-        var error = Rejected(engine, [Insert(3, "c", "3"), oversize]);
+        var error = Assert.Throws<DEngineException>(() => limits.Validate(EntryDecoder.Decode([Insert(3, "c", "3"), oversize], 7), 7));
 
         Assert.True(error.Code == DEngineErrorCode.LimitExceeded, $"{what}: {error.Code}");
         Assert.Equal(4UL, error.Index);
-        Assert.Null(engine.GetString("c"));
-        AssertUnchanged(engine);
+        Assert.Equal(7, error.Partition);
+    }
+
+    [Theory]
+    [MemberData(nameof(OversizeCommands))]
+    public void Apply_does_not_check_limits_so_an_entry_accepted_elsewhere_applies_on_an_engine_with_lower_limits(string what, Entry oversize)
+    {
+        using var engine = EngineWithTwoEntries(o => { o.MaxKeyBytes = 8; o.MaxValueBytes = 16; });
+
+        var results = engine.Machine.ApplyChunk([Insert(3, "c", "3"), oversize]);
+
+        Assert.True(results.Count == 2, what);
+        Assert.Equal(new LogPosition(4, 1), engine.Machine.LastApplied);
+        Assert.Equal("3", engine.GetString("c"));
+    }
+
+    [Fact]
+    public void ExpireKeys_keys_are_not_size_checked_when_sequenced()
+    {
+        var limits = new CommandLimits(maxKeyBytes: 8, maxValueBytes: 16);
+
+        limits.Validate(EntryDecoder.Decode([ExpireKeys(3, 1, [new ExpiredKey(new byte[64], 1)])], 0), 0);
+    }
+
+    [Fact]
+    public void Keys_written_under_a_higher_limit_are_cleaned_up_after_reopening_with_a_lower_one_together_with_client_writes()
+    {
+        using var engine = new TestEngine(o => o.MaxKeyBytes = 100);
+        var now = engine.NowUnixMs;
+        var longKey = new string('L', 80);
+        engine.Machine.ApplyChunk([Insert(1, longKey, "old", ttlSecs: 1, expiresAtUnixMs: now + 1000)]);
+        engine.Options.MaxKeyBytes = 16;
+        engine.Reopen();
+        engine.Clock.Advance(TimeSpan.FromSeconds(2));
+        var due = engine.Machine.FindExpired(engine.NowUnixMs, 10);
+        Entry[] chunk = [ExpireKeys(2, engine.NowUnixMs, due), Insert(3, "short", "new")];
+
+        engine.Options.Limits.Validate(EntryDecoder.Decode(chunk, 0), 0);
+        var results = engine.Machine.ApplyChunk(chunk);
+
+        Assert.Equal(1, results[0].KeysExpired);
+        Assert.Equal("new", engine.GetString("short"));
+        Assert.Equal(0, engine.Machine.TtlIndexCount());
     }
 
     [Fact]

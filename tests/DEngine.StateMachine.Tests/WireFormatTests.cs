@@ -173,6 +173,27 @@ public sealed class WireFormatTests
     }
 
     [Fact]
+    public void The_insert_sequencing_stamp_is_field_101_of_Insert()
+    {
+        // as_of_unix_ms: tag 101 << 3 | 0 = 808 -> varint A8 06; value 1000 -> E8 07.
+        var command = DecodesAndRoundTrips(WriteCommand.Parser, Hex("0A 0C  0A 01 6B  12 01 76  18 05  A8 06 E8 07"));
+
+        Assert.Equal(1000UL, command.Insert.AsOfUnixMs);
+        Assert.Equal(0UL, command.Insert.ExpiresAtUnixMs);
+        command.Insert.AsOfUnixMs = 0;
+        Assert.Equal(Hex(InsertCommandBytes), command.ToByteArray());
+    }
+
+    [Fact]
+    public void The_delete_sequencing_stamp_is_field_100_of_Delete()
+    {
+        var command = DecodesAndRoundTrips(WriteCommand.Parser, Hex("12 07  0A 01 6B  A0 06 E8 07"));
+
+        Assert.Equal("k", command.Delete.Key.ToStringUtf8());
+        Assert.Equal(1000UL, command.Delete.AsOfUnixMs);
+    }
+
+    [Fact]
     public void ExpireKeys_is_WriteCommand_field_100_with_as_of_and_listed_keys()
     {
         // expire_keys: tag 100 << 3 | 2 = 802 -> A2 06, 11 bytes: as_of 1/varint 1000 (E8 07),

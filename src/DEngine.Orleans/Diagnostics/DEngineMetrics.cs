@@ -21,7 +21,11 @@ public sealed class DEngineMetrics
         _chunkSize = meter.CreateHistogram<int>("dengine.chunk.entries", description: "Entries per applied chunk (group commit size).");
         KeysExpired = meter.CreateCounter<long>("dengine.ttl.keys_expired", description: "Expired keys deleted by cleanup.");
         CleanupLag = meter.CreateHistogram<double>("dengine.ttl.cleanup_lag", unit: "ms", description: "Time from a key's expiry to its deletion.");
+        WritesOverloaded = meter.CreateCounter<long>("dengine.writes.overloaded", description: "Client writes refused with Overloaded (the partition's queue was full; nothing applied).");
     }
+
+    /// <summary>Writes refused because a partition's queue was at its bound.</summary>
+    public Counter<long> WritesOverloaded { get; }
 
     /// <summary>Expired keys deleted by cleanup.</summary>
     public Counter<long> KeysExpired { get; }

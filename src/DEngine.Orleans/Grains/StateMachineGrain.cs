@@ -29,7 +29,10 @@ namespace DEngine.Orleans.Grains;
 /// <see cref="WalSyncLoop"/>, so the next writes gather into the next chunk while this one is being
 /// synced (group commit). The loop is not a grain message: writes already accepted finish even while
 /// the activation is deactivating (Orleans holds new messages then, and waits for the running ones).
-/// Reads are <c>[ReadOnly]</c> and wait for the sync of anything applied.
+/// Reads are <c>[ReadOnly]</c> and read the engine's durable read view (Synced durability), so
+/// they wait for nothing and never show a chunk that is applied but not yet synced.
+/// The queue is bounded (entries and bytes): over the bound a write is refused with Overloaded
+/// before anything of it is sequenced.
 /// </remarks>
 [DataAffinityPlacement]
 public sealed partial class StateMachineGrain(
@@ -43,7 +46,9 @@ public sealed partial class StateMachineGrain(
     : Grain, IStateMachineGrain
 {
     private readonly DEngineOptions _options = options.Value;
+    private readonly CommandLimits _limits = new(options.Value.MaxKeyBytes, options.Value.MaxValueBytes);
     private readonly List<PendingWrite> _queue = [];
+    private long _queuedBytes;
     private int _partition;
     private RocksDbStateMachine? _engine;
     private DEngineException? _unavailable;
@@ -131,6 +136,7 @@ public sealed partial class StateMachineGrain(
         }
         _epoch = record.Epoch;
         LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
+        WarnIfClockBehind(_engine);
         RearmExpiryTimer();
     }
 
@@ -227,12 +233,24 @@ public sealed partial class StateMachineGrain(
             _epoch = moved.Epoch;
             _lastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, clock.Elapsed.TotalSeconds, refetched);
             LogMoved(_partition, from, _identity, offer.TotalBytes, clock.Elapsed.TotalSeconds, _lastTransfer.MegabytesPerSecond, _epoch);
+            WarnIfClockBehind(engine);
             RearmExpiryTimer();
         }
         catch
         {
             await Task.Run(() => store.Close(engine));
             throw;
+        }
+    }
+
+    /// <summary>The partition's data was stamped by a clock further ahead than DEngine:MaxClockSkew (the dengine.clock.skew gauge shows how far).</summary>
+    private void WarnIfClockBehind(RocksDbStateMachine engine)
+    {
+        var now = TtlClock.NowUnixMs(store.Time);
+        var floor = engine.TimeFloor;
+        if (floor > now && floor - now > (ulong)_options.MaxClockSkew.TotalMilliseconds)
+        {
+            LogClockBehind(_partition, floor - now, _options.MaxClockSkew);
         }
     }
 
@@ -373,9 +391,8 @@ public sealed partial class StateMachineGrain(
             {
                 throw new DEngineException(DEngineErrorCode.FeatureNotEnabled, "This cluster has TTLs switched off (DEngine:Lease:Enabled=false). Write without a TTL or enable the feature.", _partition);
             }
+            // The absolute expiry is stamped when the write is sequenced (see Stamp).
             insert.TtlSecs = ttlSeconds;
-            // Stamping the absolute expiry here makes every replay of the entry expire at the same instant.
-            insert.ExpiresAtUnixMs = TtlClock.ExpiryFrom(TtlClock.NowUnixMs(store.Time), ttlSeconds);
         }
         var result = await Enqueue(new WriteCommand { Insert = insert });
         return result.Index;
@@ -400,7 +417,6 @@ public sealed partial class StateMachineGrain(
         {
             Key = UnsafeByteOperations.UnsafeWrap(key),
             NewValue = UnsafeByteOperations.UnsafeWrap(newValue),
-            AsOfUnixMs = TtlClock.NowUnixMs(store.Time),
         };
         if (expected is not null)
         {
@@ -414,7 +430,14 @@ public sealed partial class StateMachineGrain(
     private Task<ApplyResult> Enqueue(WriteCommand command)
     {
         var pending = new PendingWrite(command);
+        // An empty queue takes any write, so one at the size limits always goes through.
+        if (_queue.Count > 0 && (_queue.Count >= _options.MaxQueuedWrites || _queuedBytes + pending.Bytes > _options.MaxQueuedBytes))
+        {
+            metrics.WritesOverloaded.Add(1);
+            throw new DEngineException(DEngineErrorCode.Overloaded, $"Partition {_partition} is overloaded: {_queue.Count} writes ({_queuedBytes} bytes) already wait for the disk (limits DEngine:{nameof(DEngineOptions.MaxQueuedWrites)}={_options.MaxQueuedWrites}, DEngine:{nameof(DEngineOptions.MaxQueuedBytes)}={_options.MaxQueuedBytes}). Nothing of this write was applied; retry with backoff.", _partition);
+        }
         _queue.Add(pending);
+        _queuedBytes += pending.Bytes;
         if (_drainLoop.IsCompleted)
         {
             _drainLoop = DrainLoopAsync();
@@ -477,9 +500,22 @@ public sealed partial class StateMachineGrain(
     private void DrainOnce()
     {
         var engine = _engine!;
-        var count = Math.Min(_queue.Count, _options.MaxChunkEntries);
+        // Bounded by entries and bytes (one WriteBatch in memory); a single larger write is a chunk of one.
+        var count = 0;
+        long bytes = 0;
+        while (count < _queue.Count && count < _options.MaxChunkEntries)
+        {
+            var size = _queue[count].Bytes;
+            if (count > 0 && bytes + size > _options.MaxChunkBytes)
+            {
+                break;
+            }
+            bytes += size;
+            count++;
+        }
         var batch = _queue.GetRange(0, count);
         _queue.RemoveRange(0, count);
+        _queuedBytes -= bytes;
 
         ulong next = 0;
         var entries = new ApplyEntry[count];
@@ -488,8 +524,10 @@ public sealed partial class StateMachineGrain(
         {
             // Inside the try: whatever fails, every write taken off the queue gets its answer.
             next = engine.LastApplied.Index + 1;
+            var now = engine.EffectiveNowUnixMs;
             for (var i = 0; i < count; i++)
             {
+                Stamp(batch[i].Command, now);
                 entries[i] = new ApplyEntry(next + (ulong)i, _epoch, batch[i].Command);
             }
             results = engine.ApplyCommands(entries, ApplyDurability.Deferred);
@@ -600,6 +638,38 @@ public sealed partial class StateMachineGrain(
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: every file re-synced and the database reopened at index {Index}; serving again.")]
     private partial void LogFenceLifted(int partition, ulong index);
 
+    /// <summary>
+    /// Stamps a command with the instant it is sequenced (max(clock, time floor), see
+    /// <see cref="RocksDbStateMachine.EffectiveNowUnixMs"/>). Here, in the serial turn that builds the
+    /// chunk, and not when the request arrived: a CAS or a TTL queued behind a slow fsync is judged
+    /// at the time it takes its place in the log, never earlier than a read that already answered.
+    /// The stamps also raise the partition's time floor when applied.
+    /// </summary>
+    private static void Stamp(WriteCommand command, ulong now)
+    {
+        switch (command.OperationCase)
+        {
+            case WriteCommand.OperationOneofCase.Insert:
+                var insert = command.Insert;
+                insert.AsOfUnixMs = now;
+                if (insert.TtlSecs > 0)
+                {
+                    // An absolute expiry makes every replay of the entry expire at the same instant.
+                    insert.ExpiresAtUnixMs = TtlClock.ExpiryFrom(now, insert.TtlSecs);
+                }
+                break;
+            case WriteCommand.OperationOneofCase.Delete:
+                command.Delete.AsOfUnixMs = now;
+                break;
+            case WriteCommand.OperationOneofCase.CompareAndSwap:
+                command.CompareAndSwap.AsOfUnixMs = now;
+                break;
+            case WriteCommand.OperationOneofCase.ExpireKeys:
+                // Planned as of an earlier instant: still expired now; keep the plan's stamp.
+                break;
+        }
+    }
+
     // ------------------------------------------------------------ TTL cleanup
 
     /// <summary>Keeps the expiry timer due at the earliest expiry; counts what cleanup removed.</summary>
@@ -644,7 +714,7 @@ public sealed partial class StateMachineGrain(
         }
         _expiryTimerDue = earliest.Value;
         EnsureLeaseReminder();
-        var now = TtlClock.NowUnixMs(store.Time);
+        var now = engine!.EffectiveNowUnixMs;
         var due = earliest.Value <= now ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Min(earliest.Value - now, (ulong)TimeSpan.FromDays(1).TotalMilliseconds));
         if (_expiryTimer is null)
         {
@@ -690,7 +760,7 @@ public sealed partial class StateMachineGrain(
         {
             return 0;
         }
-        var now = TtlClock.NowUnixMs(store.Time);
+        var now = engine.EffectiveNowUnixMs;
         var due = engine.FindExpired(now, _options.Lease.MaxKeysPerRound, _options.Lease.MaxRoundTime);
         if (due.Count == 0)
         {
@@ -704,7 +774,15 @@ public sealed partial class StateMachineGrain(
             metrics.CleanupLag.Record(now - Math.Min(now, key.ExpiresAtUnixMs));
         }
         // Not awaited: this runs inside a serial turn, and the drain that applies it needs the next one.
-        _ = Enqueue(new WriteCommand { ExpireKeys = command });
+        try
+        {
+            _ = Enqueue(new WriteCommand { ExpireKeys = command });
+        }
+        catch (DEngineException ex) when (ex.Code == DEngineErrorCode.Overloaded)
+        {
+            // Client writes fill the queue: cleanup waits for the next round (timer or reminder).
+            return 0;
+        }
         return due.Count;
     }
 
@@ -721,6 +799,8 @@ public sealed partial class StateMachineGrain(
         var engine = Serving();
         ArgumentNullException.ThrowIfNull(entries);
         var decoded = EntryDecoder.Decode(entries, _partition);
+        // Limits are checked where a command is sequenced, never when it is applied.
+        _limits.Validate(decoded, _partition);
         var results = engine.ApplyCommands(decoded, ApplyDurability.Deferred);
         var applied = 0;
         foreach (var r in results)
@@ -748,20 +828,11 @@ public sealed partial class StateMachineGrain(
 
     // ------------------------------------------------------------ reads
 
-    /// <summary>Waits until everything applied is durable, so a read never shows a write a crash could take back.</summary>
-    private async Task<RocksDbStateMachine> ReadableAsync()
-    {
-        var engine = Serving();
-        try
-        {
-            await WhenDurable(engine, engine.LastApplied.Index);
-        }
-        catch (DEngineException ex) when (ex.Code == DEngineErrorCode.OutcomeUnknown)
-        {
-            throw FencedError(); // a read changes nothing: for it the fence is just "not serving"
-        }
-        return engine;
-    }
+    /// <summary>
+    /// The engine to read. It reads its durable read view (Synced durability): only what an fsync
+    /// covered, and every write acknowledged (acknowledged only after that publish), without waiting.
+    /// </summary>
+    private RocksDbStateMachine Readable() => Serving();
 
     /// <summary>
     /// Reads the ownership record at activation, riding out a moment when its grain is moving (its
@@ -796,55 +867,52 @@ public sealed partial class StateMachineGrain(
         _options.Durability == DurabilityMode.Relaxed ? Task.CompletedTask : syncLoop.WhenDurable(engine, index);
 
     /// <inheritdoc />
-    public async Task<byte[]?> Get(byte[] key)
+    public Task<byte[]?> Get(byte[] key)
     {
         ValidateKey(key);
-        var engine = await ReadableAsync();
-        return engine.Get(key);
+        return Task.FromResult(Readable().Get(key));
     }
 
     /// <inheritdoc />
-    public async Task<byte[]?[]> GetMulti(byte[][] keys)
+    public Task<byte[]?[]> GetMulti(byte[][] keys)
     {
         ArgumentNullException.ThrowIfNull(keys);
         foreach (var key in keys)
         {
             ValidateKey(key);
         }
-        var engine = await ReadableAsync();
-        var values = engine.GetMulti(keys);
-        return values as byte[]?[] ?? [.. values];
+        var values = Readable().GetMulti(keys);
+        return Task.FromResult(values as byte[]?[] ?? [.. values]);
     }
 
     /// <inheritdoc />
-    public async Task<ScanResponse> ScanPrefix(byte[] prefix)
+    public Task<ScanResponse> ScanPrefix(byte[] prefix)
     {
         ArgumentNullException.ThrowIfNull(prefix);
-        var engine = await ReadableAsync();
-        var scan = engine.ScanPrefix(prefix);
+        var scan = Readable().ScanPrefix(prefix);
         var response = new ScanResponse { Revision = scan.Revision };
         foreach (var entry in scan.Entries)
         {
             response.Entries.Add(new KvEntry { Key = UnsafeByteOperations.UnsafeWrap(entry.Key), Value = UnsafeByteOperations.UnsafeWrap(entry.Value) });
         }
-        return response;
+        return Task.FromResult(response);
     }
 
     /// <inheritdoc />
-    public async Task<KeyTtl> GetTtl(byte[] key)
+    public Task<KeyTtl> GetTtl(byte[] key)
     {
         ValidateKey(key);
-        var engine = await ReadableAsync();
-        if (!engine.TryGetExpiry(key, out var expiry))
+        // One clock read: the engine judges the key and reports the instant it judged at, so a key
+        // reported present has a positive remaining time (an expired key is absent).
+        if (!Readable().TryGetExpiry(key, out var expiry, out var asOf))
         {
-            return new KeyTtl(false, null, null);
+            return Task.FromResult(new KeyTtl(false, null, null));
         }
         if (expiry is null)
         {
-            return new KeyTtl(true, null, null);
+            return Task.FromResult(new KeyTtl(true, null, null));
         }
-        var now = TtlClock.NowUnixMs(store.Time);
-        return new KeyTtl(true, expiry, (long)Math.Min(expiry.Value - now, (ulong)long.MaxValue));
+        return Task.FromResult(new KeyTtl(true, expiry, (long)Math.Min(expiry.Value - asOf, (ulong)long.MaxValue)));
     }
 
     /// <inheritdoc />
@@ -872,6 +940,9 @@ public sealed partial class StateMachineGrain(
     {
         public WriteCommand Command { get; } = command;
 
+        /// <summary>What the write costs the queue and its chunk: its encoded size.</summary>
+        public long Bytes { get; } = command.CalculateSize();
+
         public TaskCompletionSource<ApplyResult> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -883,6 +954,9 @@ public sealed partial class StateMachineGrain(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} moved from silo {From} to {To}: {Bytes} bytes in {Seconds:0.00} s ({MBps:0.0} MB/s), epoch {Epoch}.")]
     private partial void LogMoved(int partition, string from, string to, long bytes, double seconds, double mbps, ulong epoch);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: its time floor (highest applied clock stamp) is {AheadMs} ms ahead of this silo's clock, beyond DEngine:MaxClockSkew ({MaxClockSkew}). Expiry is judged at clock + MaxClockSkew here, so keys stamped by the faster clock may reappear for up to the difference; check the silos' clocks (NTP).")]
+    private partial void LogClockBehind(int partition, ulong aheadMs, TimeSpan maxClockSkew);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: taking a scheduled snapshot failed.")]
     private partial void LogSnapshotFailed(int partition, Exception exception);

@@ -28,6 +28,7 @@ public sealed class PartitionStore
         var meter = meters.Create(DEngineMetrics.MeterName);
         meter.CreateObservableGauge("dengine.ttl.keys", ObserveTtlKeys, description: "Keys with a TTL in the partitions open on this silo (RocksDB estimate of the TTL index).");
         meter.CreateObservableGauge("dengine.partitions.open", () => _open.Count, description: "Partitions whose database is open on this silo.");
+        meter.CreateObservableGauge("dengine.clock.skew", ObserveClockSkew, unit: "ms", description: "How far each open partition's time floor (the highest clock stamp it applied) is ahead of this silo's clock; 0 when it is not. Beyond DEngine:MaxClockSkew the floor counts only up to clock + MaxClockSkew.");
     }
 
     /// <summary>The silo's data root, absolute.</summary>
@@ -55,6 +56,7 @@ public sealed class PartitionStore
             MaxKeyBytes = _options.MaxKeyBytes,
             MaxValueBytes = _options.MaxValueBytes,
             TimeProvider = _time,
+            MaxClockSkew = _options.MaxClockSkew,
             SharedBlockCache = _cache.Value,
             WriteBufferSize = (ulong)_options.WriteBufferMiB << 20,
         });
@@ -73,6 +75,16 @@ public sealed class PartitionStore
         finally
         {
             engine.Dispose();
+        }
+    }
+
+    private IEnumerable<Measurement<long>> ObserveClockSkew()
+    {
+        var now = TtlClock.NowUnixMs(_time);
+        foreach (var (partition, engine) in _open)
+        {
+            var floor = engine.TimeFloor;
+            yield return new Measurement<long>(floor > now ? (long)Math.Min(floor - now, long.MaxValue) : 0, new KeyValuePair<string, object?>("partition", partition));
         }
     }
 

@@ -27,6 +27,12 @@ public sealed partial class WalSyncLoop : IDisposable
         }
     }
 
+    /// <summary>
+    /// Test seam: called on a sync thread before it takes the waiting requests of a round, so a test
+    /// can hold the round (its requests and any arriving meanwhile then share one fsync, as under load).
+    /// </summary>
+    internal Action? BeforeRound { get; set; }
+
     /// <summary>Number of fsyncs performed (one per dirty partition per round).</summary>
     public long Syncs => _lanes.Sum(l => Interlocked.Read(ref l.Syncs));
 
@@ -123,6 +129,10 @@ public sealed partial class WalSyncLoop : IDisposable
                     {
                         return;
                     }
+                }
+                _owner.BeforeRound?.Invoke();
+                lock (_gate)
+                {
                     batch = _pending;
                     _pending = _spare;
                 }
