@@ -165,7 +165,8 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         throw new InvalidOperationException("redis-server is not installed: these tests need it (apt-get install redis-server; .ci/run does this).");
     }
 
-    private static string SiloDll
+    /// <summary>The built silo host of this configuration (the tests run it with <c>dotnet</c>).</summary>
+    internal static string SiloDll
     {
         get
         {
