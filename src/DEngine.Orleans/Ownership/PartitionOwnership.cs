@@ -34,6 +34,7 @@ public interface IPartitionOwnerGrain : IGrainWithIntegerKey
 }
 
 /// <summary>Stores the ownership record with Orleans grain persistence (storage <see cref="StorageName"/>).</summary>
+[RecordPlacement]
 public sealed class PartitionOwnerGrain(
     [PersistentState("ownership", PartitionOwnerGrain.StorageName)] IPersistentState<OwnershipRecord> record)
     : Grain, IPartitionOwnerGrain
