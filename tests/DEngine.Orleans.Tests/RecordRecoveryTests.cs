@@ -96,6 +96,41 @@ public sealed class RecordRecoveryTests(RecordsClusterFixture fixture)
         Assert.Equal(ClusterFixture.SiloOf(before), ClusterFixture.SiloOf(after));
     }
 
+    [Fact]
+    public async Task Silo_forget_refuses_a_live_silo_and_for_a_silo_gone_for_good_lets_its_partitions_serve_from_the_remaining_copies()
+    {
+        const int partition = 7;
+        var gone = fixture.LiveSilos[1];
+        var other = fixture.LiveSilos.First(s => s != gone);
+        var (olderKeys, _) = await TwoCopiesAsync(partition, other, gone);
+        var admin = fixture.Grains.GetGrain<IRecordsAdminGrain>(0);
+
+        var refused = await Assert.ThrowsAsync<DEngineException>(() => fixture.Client.ForgetSiloAsync(gone));
+        Assert.Equal(DEngineErrorCode.InvalidArgument, refused.Code);
+        Assert.Contains("is in the cluster", refused.Message, StringComparison.Ordinal);
+
+        await fixture.StopSiloAsync(gone, kill: true);
+        try
+        {
+            await WaitUntilGoneAsync(gone);
+            var grain = fixture.Grains.GetGrain<IStateMachineGrain>(partition);
+            var down = await Assert.ThrowsAsync<DEngineException>(() => grain.Get(olderKeys[0]));
+            Assert.Equal(DEngineErrorCode.PartitionUnavailable, down.Code);
+
+            var report = await admin.ForgetSilo(gone);
+
+            Assert.Contains(partition, report.HolderOf);
+            Assert.Contains(partition, report.OwnerOf);
+            Assert.DoesNotContain(gone, await fixture.Grains.GetGrain<IPartitionHoldersGrain>(partition).Get());
+            // The writes only the forgotten silo had are gone with it; the remaining copy serves.
+            await WaitUntilAsync(async () => (await TryGetMultiAsync(olderKeys)) is { } values && values.Zip(olderKeys).All(p => S(p.First) == S(p.Second)), "the remaining copy serves");
+        }
+        finally
+        {
+            await fixture.StartSiloAsync(gone);
+        }
+    }
+
     /// <summary>The silo a partition without an owner is placed on: (partition mod N) of the active silos by name.</summary>
     private string DefaultSilo(int partition)
     {
