@@ -106,7 +106,7 @@ public sealed partial class StateMachineGrain(
                     LogRecovered(_partition, newest.Silo, newest.Index, newest.Term);
                 }
             }
-            catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
+            catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
             {
                 Unavailable(ex is DEngineException known ? known.Detail : $"looking for the newest copy of its data failed ({ex.Message}). Retry.");
                 return;
@@ -136,8 +136,9 @@ public sealed partial class StateMachineGrain(
             // Registered before this silo first writes the partition's data (opening creates it).
             await GrainFactory.GetGrain<IPartitionHoldersGrain>(_partition).Add(_identity);
         }
-        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
+        catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
         {
+            // Typically the record store (the primary's disk, or Redis) is unreachable or full.
             Unavailable($"registering this silo as a holder of its data failed ({ex.Message}). Retry.");
             return;
         }
