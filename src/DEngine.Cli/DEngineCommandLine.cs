@@ -69,6 +69,7 @@ internal static class DEngineCommandLine
         root.Subcommands.Add(TtlCommand());
         root.Subcommands.Add(StatusCommand());
         root.Subcommands.Add(SnapshotCommand());
+        root.Subcommands.Add(SiloCommand());
         return root;
     }
 
@@ -233,6 +234,35 @@ internal static class DEngineCommandLine
         }));
 
         return new Command("snapshot", "Create or list a partition's snapshots (verified RocksDB checkpoints).") { create, list };
+    }
+
+    private static Command SiloCommand()
+    {
+        var name = new Argument<string>("NAME") { Description = "The silo's --name (as `dengine status` shows it)." };
+        var forget = new Command(
+            "forget",
+            "Forget silo NAME, which is gone for good (its disk is lost): remove it from every partition's holders registry and as owner, so its partitions are served from the newest copy on the remaining silos (writes only it had are lost). Refused while a silo of that name is in the cluster. Prints what it changed.")
+        {
+            name,
+        };
+        forget.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ =>
+        {
+            var silo = parse.GetRequiredValue(name);
+            if (string.IsNullOrWhiteSpace(silo))
+            {
+                throw new CliException("NAME must not be empty.");
+            }
+            return async (client, token) =>
+            {
+                var report = await client.ForgetSiloAsync(silo, token);
+                await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture,
+                    $"forgot silo {report.Silo}: removed from the holders of {report.HolderOf.Length} partitions ({List(report.HolderOf)}); {report.OwnerOf.Length} partitions it owned ({List(report.OwnerOf)}) are served from the newest remaining copy"));
+                return ExitCodes.Success;
+            };
+        }));
+        return new Command("silo", "Operator commands about silos.") { forget };
+
+        static string List(int[] partitions) => partitions.Length == 0 ? "none" : string.Join(",", partitions);
     }
 
     private static string SnapshotLine(DEngine.Orleans.SnapshotSummary s) =>

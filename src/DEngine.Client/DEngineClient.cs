@@ -188,6 +188,19 @@ public sealed class DEngineClient
         }
     }
 
+    /// <summary>
+    /// Forgets the silo named <paramref name="siloName"/>, which is gone for good: it leaves every
+    /// partition's holders registry, and the partitions it owned are served from the newest remaining
+    /// copy. Refused (InvalidArgument) while a silo of that name is in the cluster. Not retried: an
+    /// operator reruns it (it is idempotent).
+    /// </summary>
+    public Task<ForgetReport> ForgetSiloAsync(string siloName, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        cancellationToken.ThrowIfCancellationRequested();
+        return _grains.GetGrain<IRecordsAdminGrain>(0).ForgetSilo(siloName);
+    }
+
     private async Task<IStateMachineGrain> PartitionGrainAsync(int partition)
     {
         var partitions = await GetPartitionCountAsync();

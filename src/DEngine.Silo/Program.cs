@@ -68,6 +68,21 @@ if (PortGuard.FindPortInUse(listenAddress, ("Silo:SiloPort", settings.SiloPort),
     return 2;
 }
 
+// The Redis profile keeps the configuration records in Redis: refuse a Redis that can forget an
+// acknowledged write, unless the operator says the cluster is throw-away.
+if (settings.RedisConnectionString is { } redisToCheck)
+{
+    if (settings.RedisAllowVolatile)
+    {
+        Console.Error.WriteLine("warning: Redis:AllowVolatile is true: Redis is not checked for durable writes, and a Redis that loses writes loses partition ownership records (only for throw-away clusters).");
+    }
+    else if (await RedisDurability.FindProblemAsync(redisToCheck, TimeSpan.FromSeconds(10)) is { } redisProblem)
+    {
+        Console.Error.WriteLine($"error: {redisProblem} (or pass --Redis:AllowVolatile true for a throw-away cluster).");
+        return 2;
+    }
+}
+
 // Take the data directory's lock before anything starts, so a second silo on the same directory
 // stops with one clear line (and the first is untouched).
 var dataLock = new DataRootLock(Options.Create(engineOptions));
@@ -182,7 +197,8 @@ namespace DEngine.Silo
         int DashboardPort,
         string? RedisConnectionString,
         IPAddress AdvertisedIP,
-        bool ListenOnAny)
+        bool ListenOnAny,
+        bool RedisAllowVolatile)
     {
         public static SiloSettings Load(IConfiguration configuration, string environment)
         {
@@ -232,6 +248,12 @@ namespace DEngine.Silo
             {
                 throw new InvalidOperationException($"Silo:ListenOnAnyHostAddress must be true or false (was '{listenText}').");
             }
+            var volatileText = configuration["Redis:AllowVolatile"];
+            var allowVolatile = false;
+            if (!string.IsNullOrWhiteSpace(volatileText) && !bool.TryParse(volatileText, out allowVolatile))
+            {
+                throw new InvalidOperationException($"Redis:AllowVolatile must be true or false (was '{volatileText}').");
+            }
             return new SiloSettings(
                 siloPort,
                 gatewayPort,
@@ -244,7 +266,8 @@ namespace DEngine.Silo
                 Port(configuration, "Dashboard:Port", 8080),
                 redis,
                 advertised,
-                listenOnAny);
+                listenOnAny,
+                allowVolatile);
         }
 
         private static int Port(IConfiguration configuration, string key, int fallback)

@@ -184,7 +184,12 @@ public sealed partial class RocksDbStateMachine
     /// <remarks>
     /// <para>Verifies first (<see cref="SnapshotManifest.Verify"/> against <paramref name="metadata"/>'s
     /// checksum and label): on failure nothing is touched. A snapshot whose last included index is below
-    /// the applied index is refused unless <paramref name="force"/>.</para>
+    /// the applied index is refused unless <paramref name="force"/>. A snapshot older than the local data
+    /// by (last applied term, applied index) — the local copy has entries of a newer epoch, or more of the
+    /// same epoch — is refused even with <paramref name="force"/>: it would replace newer data with older
+    /// (e.g. an empty copy claimed after a configuration record was lost). Only
+    /// <paramref name="replaceNewerData"/>, an operator's explicit decision that no automatic path sets,
+    /// installs it anyway.</para>
     /// <para>The files go into a new generation directory (hard links for immutable SST/blob files when on
     /// the same file system, synced copies otherwise), which is opened once to check that the data's
     /// applied position equals the label and to store <paramref name="metadata"/>. Only then do reads stop
@@ -195,7 +200,7 @@ public sealed partial class RocksDbStateMachine
     /// <para>Applies wait for the whole install; reads wait or get NotServing only during the switch.</para>
     /// </remarks>
     /// <exception cref="DEngineException">SnapshotRejected when verification fails or the snapshot is older; StorageFailure on I/O errors (the old state is kept).</exception>
-    public void InstallSnapshot(string snapshotDirectory, SnapshotMetadata metadata, bool force = false)
+    public void InstallSnapshot(string snapshotDirectory, SnapshotMetadata metadata, bool force = false, bool replaceNewerData = false)
     {
         ArgumentException.ThrowIfNullOrEmpty(snapshotDirectory);
         ArgumentNullException.ThrowIfNull(metadata);
@@ -230,7 +235,11 @@ public sealed partial class RocksDbStateMachine
                 using (EnterUse())
                 {
                     var applied = ReadPosition();
-                    if (label.Index < applied.Index && !force)
+                    if (!replaceNewerData && (label.Term < applied.Term || (label.Term == applied.Term && label.Index < applied.Index)))
+                    {
+                        throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"The snapshot ends at {label}, older than the local data at {applied} (by term, then index): installing it would replace newer data with older. Nothing was installed; the live data is unchanged. Only an operator's explicit request (replaceNewerData) installs it.", PartitionId, label.Index);
+                    }
+                    if (label.Index < applied.Index && !force && !replaceNewerData)
                     {
                         throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"The snapshot ends at {label}, before the applied position {applied}; installing it would go back in time. Pass force to install it anyway. Nothing was installed.", PartitionId, label.Index);
                     }

@@ -171,6 +171,21 @@ public sealed class CliContractTests(SiloFixture silo) : IClassFixture<SiloFixtu
     }
 
     [Fact]
+    public async Task Silo_forget_refuses_a_silo_in_the_cluster_and_says_what_it_changed_for_one_that_is_gone()
+    {
+        var status = await silo.CliAsync("status");
+        var live = System.Text.RegularExpressions.Regex.Match(status.Stdout, @"silo-\d+").Value;
+
+        var refused = await silo.CliAsync("silo", "forget", live);
+        var forgotten = await silo.CliAsync("silo", "forget", "never-was");
+
+        Assert.True(refused.ExitCode == 2, refused.ToString());
+        Assert.Contains($"error: InvalidArgument: Silo '{live}' is in the cluster", refused.Stderr, StringComparison.Ordinal);
+        Assert.True(forgotten.ExitCode == 0, forgotten.ToString());
+        Assert.Equal("forgot silo never-was: removed from the holders of 0 partitions (none); 0 partitions it owned (none) are served from the newest remaining copy\n", forgotten.Stdout);
+    }
+
+    [Fact]
     public async Task A_DEngine_error_from_the_cluster_prints_error_and_its_message_and_exits_2()
     {
         var tooLong = new string('k', 5000); // over the default 4 KiB key limit

@@ -61,6 +61,21 @@ public sealed class ManagedProcess : IDisposable
         await _ready.Task;
     }
 
+    /// <summary>Waits for the process to exit on its own and returns its exit code; fails with the log after <paramref name="timeout"/>.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"the process did not exit within {timeout}:\n{Log}");
+        }
+        return _process.ExitCode;
+    }
+
     /// <summary>SIGKILL: no shutdown code runs in the child.</summary>
     public void Kill()
     {

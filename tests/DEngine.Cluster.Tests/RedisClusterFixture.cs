@@ -38,7 +38,8 @@ public sealed class RedisClusterFixture : IAsyncLifetime
     {
         Directory.CreateDirectory(Root);
         var redisServer = FindRedisServer();
-        _redis = ManagedProcess.Start(redisServer, ["--port", RedisPort.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", Root], "Ready to accept connections");
+        // Durable, as the silos require of a Redis holding ownership records: every write logged and fsynced.
+        _redis = ManagedProcess.Start(redisServer, ["--port", RedisPort.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", Root], "Ready to accept connections");
         await _redis.WaitReadyAsync(TimeSpan.FromSeconds(30));
         await Task.WhenAll(Enumerable.Range(0, SiloCount).Select(StartSiloAsync));
 
@@ -152,7 +153,8 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         }
     }
 
-    private static string FindRedisServer()
+    /// <summary>The redis-server binary on PATH.</summary>
+    internal static string FindRedisServer()
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Append("/usr/bin").Append("/usr/sbin"))
         {
@@ -165,7 +167,8 @@ public sealed class RedisClusterFixture : IAsyncLifetime
         throw new InvalidOperationException("redis-server is not installed: these tests need it (apt-get install redis-server; .ci/run does this).");
     }
 
-    private static string SiloDll
+    /// <summary>The built silo host of this configuration (the tests run it with <c>dotnet</c>).</summary>
+    internal static string SiloDll
     {
         get
         {

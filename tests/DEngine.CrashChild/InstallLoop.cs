@@ -25,7 +25,7 @@ internal static class InstallLoop
             for (var n = 0; n < 10_000; n++)
             {
                 var (directory, metadata) = snapshots[n % 2];
-                machine.InstallSnapshot(directory, metadata, force: true);
+                machine.InstallSnapshot(directory, metadata, replaceNewerData: true);
                 stdout.WriteLine($"installed {machine.LastApplied.Index.ToString(CultureInfo.InvariantCulture)}");
                 stdout.Flush();
             }

@@ -21,6 +21,9 @@ public class ClusterFixture : IAsyncLifetime
 
     private readonly SharedGrainStorage _ownership = new();
 
+    /// <summary>The configuration records' store, shared by the silos (ownership and holders records).</summary>
+    public SharedGrainStorage Records => _ownership;
+
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-cluster-" + Guid.NewGuid().ToString("N"));
 
     public InProcessTestCluster Cluster { get; private set; } = null!;

@@ -24,8 +24,18 @@ public sealed class SharedGrainStorage : IGrainStorage
         return Task.CompletedTask;
     }
 
+    /// <summary>A test seam: writes of the states it names fail (a store that is down or full).</summary>
+    public Func<string, bool>? FailWrites { get; set; }
+
+    /// <summary>Loses one record, as a volatile store does (the grain holding it must be deactivated too).</summary>
+    public bool Lose(string stateName, GrainId grainId) => _records.TryRemove((stateName, grainId), out _);
+
     public Task WriteStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
     {
+        if (FailWrites?.Invoke(stateName) == true)
+        {
+            throw new IOException($"Injected write failure of '{stateName}' for {grainId}.");
+        }
         var etag = Guid.NewGuid().ToString("N");
         _records[(stateName, grainId)] = (grainState.State!, etag);
         grainState.ETag = etag;

@@ -160,20 +160,41 @@ public sealed class SnapshotTests
     }
 
     [Fact]
-    public void An_older_snapshot_is_refused_unless_forced()
+    public void A_snapshot_with_more_entries_of_an_older_epoch_is_refused_even_forced_the_local_data_of_a_newer_epoch_is_kept()
+    {
+        // The shape of a lost configuration record: one silo went on from index 1 under epoch 3 while
+        // another copy has five entries of epoch 1. Installing the latter would silently drop epoch 3.
+        using var source = new TestEngine();
+        source.Machine.ApplyChunk(Enumerable.Range(1, 5).Select(i => Insert((ulong)i, $"k{i}", "old-epoch", term: 1)).ToArray());
+        var snapshot = source.Machine.CreateSnapshot();
+        using var target = new TestEngine();
+        target.Machine.ApplyChunk([Insert(1, "k1", "new-epoch", term: 3)]);
+
+        var error = Assert.Throws<DEngineException>(() => target.Machine.InstallSnapshot(snapshot.Directory, snapshot.Metadata, force: true));
+
+        Assert.Equal(DEngineErrorCode.SnapshotRejected, error.Code);
+        Assert.Equal("new-epoch", target.GetString("k1"));
+        Assert.Equal(new LogPosition(1, 3), target.Machine.LastApplied);
+    }
+
+    [Fact]
+    public void A_snapshot_older_than_the_local_data_is_refused_even_forced_unless_an_operator_asks_to_replace_newer_data()
     {
         using var engine = new TestEngine(o => o.SnapshotsToKeep = 5);
         engine.Machine.ApplyChunk([Insert(1, "k", "old")]);
         var older = engine.Machine.CreateSnapshot();
         engine.Machine.ApplyChunk([Insert(2, "k", "new")]);
 
-        var error = Assert.Throws<DEngineException>(() => engine.Machine.InstallSnapshot(older.Directory, older.Metadata));
-        Assert.Equal(DEngineErrorCode.SnapshotRejected, error.Code);
-        Assert.Contains("force", error.Message, StringComparison.Ordinal);
-        Assert.Equal("new", engine.GetString("k"));
-        Assert.Equal(new LogPosition(2, 1), engine.Machine.LastApplied);
+        foreach (var force in new[] { false, true })
+        {
+            var error = Assert.Throws<DEngineException>(() => engine.Machine.InstallSnapshot(older.Directory, older.Metadata, force));
+            Assert.Equal(DEngineErrorCode.SnapshotRejected, error.Code);
+            Assert.Contains("replace newer data with older", error.Message, StringComparison.Ordinal);
+            Assert.Equal("new", engine.GetString("k"));
+            Assert.Equal(new LogPosition(2, 1), engine.Machine.LastApplied);
+        }
 
-        engine.Machine.InstallSnapshot(older.Directory, older.Metadata, force: true);
+        engine.Machine.InstallSnapshot(older.Directory, older.Metadata, replaceNewerData: true);
         Assert.Equal("old", engine.GetString("k"));
         Assert.Equal(new LogPosition(1, 1), engine.Machine.LastApplied);
     }
@@ -252,7 +273,7 @@ public sealed class SnapshotTests
                 duringSwitch = Record.Exception(() => Task.Run(() => engine.Machine.Get(Utf8("k"))).GetAwaiter().GetResult());
             }
         };
-        await Task.Run(() => engine.Machine.InstallSnapshot(snapshot.Directory, snapshot.Metadata, force: true));
+        await Task.Run(() => engine.Machine.InstallSnapshot(snapshot.Directory, snapshot.Metadata, replaceNewerData: true));
 
         var error = Assert.IsType<DEngineException>(duringSwitch);
         Assert.Equal(DEngineErrorCode.NotServing, error.Code);

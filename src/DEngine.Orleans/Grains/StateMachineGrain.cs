@@ -97,6 +97,26 @@ public sealed partial class StateMachineGrain(
             Unavailable(ex.Message);
             return;
         }
+        if (record.OwnerSilo is null)
+        {
+            // A new partition, or one whose record was lost: never take it for new while a silo may
+            // hold its data. The newest copy wins; if it is elsewhere, it is claimed for that silo and
+            // fetched from there through the takeover below.
+            try
+            {
+                var newest = await FindNewestCopyAsync();
+                if (newest.Exists && newest.Silo != _identity)
+                {
+                    record = await owner.Claim(newest.Silo, newest.Term + 1);
+                    LogRecovered(_partition, newest.Silo, newest.Index, newest.Term);
+                }
+            }
+            catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
+            {
+                Unavailable(ex is DEngineException known ? known.Detail : $"looking for the newest copy of its data failed ({ex.Message}). Retry.");
+                return;
+            }
+        }
         if (record.OwnerSilo is not null && record.OwnerSilo != _identity)
         {
             _dataSilo = record.OwnerSilo;
@@ -118,6 +138,17 @@ public sealed partial class StateMachineGrain(
         }
         try
         {
+            // Registered before this silo first writes the partition's data (opening creates it).
+            await GrainFactory.GetGrain<IPartitionHoldersGrain>(_partition).Add(_identity);
+        }
+        catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
+        {
+            // Typically the record store (the primary's disk, or Redis) is unreachable or full.
+            Unavailable($"registering this silo as a holder of its data failed ({ex.Message}). Retry.");
+            return;
+        }
+        try
+        {
             _engine = await Task.Run(() => store.Open(_partition), cancellationToken);
         }
         catch (DEngineException ex)
@@ -126,18 +157,60 @@ public sealed partial class StateMachineGrain(
             Unavailable($"its database could not be opened ({ex.Detail}). Retry shortly.");
             return;
         }
-        record = await owner.Claim(_identity, _engine.LastApplied.Term + 1);
-        if (record.OwnerSilo != _identity)
+        try
         {
-            await CloseEngineAsync();
-            _dataSilo = record.OwnerSilo;
-            Unavailable($"silo '{record.OwnerSilo}' claimed it first. Retry.");
-            return;
+            record = await owner.Claim(_identity, _engine.LastApplied.Term + 1);
+            if (record.OwnerSilo != _identity)
+            {
+                await CloseEngineAsync();
+                _dataSilo = record.OwnerSilo;
+                Unavailable($"silo '{record.OwnerSilo}' claimed it first. Retry.");
+                return;
+            }
+            _epoch = record.Epoch;
+            LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
+            WarnIfClockBehind(_engine);
+            RearmExpiryTimer();
         }
-        _epoch = record.Epoch;
-        LogActivated(_partition, _identity, _epoch, _engine.LastApplied.Index);
-        WarnIfClockBehind(_engine);
-        RearmExpiryTimer();
+        catch (Exception ex)
+        {
+            // Orleans does not call OnDeactivateAsync for an activation whose OnActivateAsync failed,
+            // so the database would stay open and locked until the silo restarts: release it here.
+            await CloseEngineAsync();
+            Unavailable($"claiming its ownership record failed ({ex.Message}). Retry.");
+        }
+    }
+
+    /// <summary>
+    /// Asks every live silo for its copy of the partition and returns the newest (ties keep the copy
+    /// on this silo). Throws PartitionUnavailable while a silo registered as a holder is unreachable:
+    /// it may have the newest data.
+    /// </summary>
+    private async Task<LocalCopy> FindNewestCopyAsync()
+    {
+        var holders = await GrainFactory.GetGrain<IPartitionHoldersGrain>(_partition).Get();
+        foreach (var holder in holders)
+        {
+            if (!IsReachable(holder))
+            {
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"its ownership record is missing and silo '{holder}', which has held its data and may have the newest copy, is down. Retry; it serves again when that silo is back (or, if it is gone for good, after `dengine silo forget {holder}`).", _partition);
+            }
+        }
+        var silos = membership.CurrentSnapshot.Members.Values
+            .Where(m => SiloLiveness.IsReachable(m.Status))
+            .Select(m => m.Name)
+            .Union(holders, StringComparer.Ordinal)
+            .ToArray();
+        var copies = await Task.WhenAll(silos.Select(name => GrainFactory.GetGrain<ISnapshotServerGrain>(name).DescribeCopy(_partition)));
+        var newest = new LocalCopy(_identity, false, 0, 0);
+        foreach (var copy in copies.OrderBy(c => c.Silo == _identity ? 0 : 1))
+        {
+            if (copy.Exists && (!newest.Exists || copy.IsNewerThan(newest)))
+            {
+                newest = copy;
+            }
+        }
+        return newest;
     }
 
     /// <inheritdoc />
@@ -207,6 +280,8 @@ public sealed partial class StateMachineGrain(
         var server = GrainFactory.GetGrain<ISnapshotServerGrain>(from);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var offer = await server.PrepareHandover(_partition);
+        // Registered before this silo first writes the partition's data (the install below).
+        await GrainFactory.GetGrain<IPartitionHoldersGrain>(_partition).Add(_identity);
         var engine = await Task.Run(() => store.Open(_partition));
         try
         {
@@ -221,7 +296,8 @@ public sealed partial class StateMachineGrain(
                 Checksum = ByteString.CopyFrom(offer.Checksum),
             };
             // The snapshot is the current data by the ownership record, so it replaces whatever older
-            // data this silo kept from an earlier stay of the partition.
+            // data this silo kept from an earlier stay of the partition. Never newer data, though: the
+            // engine refuses a snapshot older than the local copy (SnapshotRejected), force or not.
             await Task.Run(() => engine.InstallSnapshot(incoming, metadata, force: true));
             Directory.Delete(incoming, recursive: true);
             var moved = await owner.Transfer(from, record.Epoch, _identity, Math.Max(offer.Term, engine.LastApplied.Term) + 1);
@@ -238,6 +314,10 @@ public sealed partial class StateMachineGrain(
         }
         catch
         {
+            if (ReferenceEquals(_engine, engine))
+            {
+                _engine = null;
+            }
             await Task.Run(() => store.Close(engine));
             throw;
         }
@@ -945,6 +1025,9 @@ public sealed partial class StateMachineGrain(
 
         public TaskCompletionSource<ApplyResult> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition} had no ownership record; the newest copy of its data is on silo {Silo} (applied {Index}/{Term}), which is now its owner.")]
+    private partial void LogRecovered(int partition, string silo, ulong index, ulong term);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated on {Silo} with epoch {Epoch} at applied index {Applied}.")]
     private partial void LogActivated(int partition, string silo, ulong epoch, ulong applied);

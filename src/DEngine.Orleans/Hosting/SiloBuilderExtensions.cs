@@ -22,7 +22,7 @@ public static class SiloBuilderExtensions
 {
     /// <summary>
     /// Adds partition grains, their placement, the WAL sync loop, protobuf serialization, metrics and
-    /// (unless one is configured already) in-memory storage for ownership records. Options bind from
+    /// (unless one is configured already) file storage on this silo's disk for the configuration records. Options bind from
     /// the <c>DEngine</c> configuration section, then <paramref name="configure"/> runs; they are
     /// validated when the silo starts, with a message naming the bad key.
     /// </summary>
@@ -48,9 +48,15 @@ public static class SiloBuilderExtensions
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();
         services.AddPlacementDirector<SiloIdentityPlacement, SiloIdentityPlacementDirector>();
+        services.AddPlacementDirector<RecordPlacement, RecordPlacementDirector>();
         if (!services.Any(d => d.ServiceKey as string == PartitionOwnerGrain.StorageName && d.ServiceType == typeof(IGrainStorage)))
         {
-            builder.AddMemoryGrainStorage(PartitionOwnerGrain.StorageName);
+            // Configuration records on this silo's disk; RecordPlacement keeps their grains on the
+            // primary, so in the local profile they outlive every other silo.
+            services.AddKeyedSingleton<IGrainStorage>(PartitionOwnerGrain.StorageName, (sp, _) => new FileGrainStorage(
+                Path.Combine(sp.GetRequiredService<PartitionStore>().DataRoot, "records"),
+                sp.GetRequiredService<Serializer>(),
+                sp.GetRequiredService<Microsoft.Extensions.Logging.ILogger<FileGrainStorage>>()));
         }
         return builder;
     }

@@ -31,9 +31,17 @@ public interface IPartitionOwnerGrain : IGrainWithIntegerKey
     /// (compare-and-swap). Returns the record after the call.
     /// </summary>
     Task<OwnershipRecord> Transfer(string from, ulong expectedEpoch, string to, ulong minEpoch);
+
+    /// <summary>
+    /// Clears the owner if it is <paramref name="silo"/> (gone for good, an operator says), keeping the
+    /// epoch, so the next activation recovers the partition from the remaining copies. Returns whether
+    /// the record named it.
+    /// </summary>
+    Task<bool> ForgetOwner(string silo);
 }
 
 /// <summary>Stores the ownership record with Orleans grain persistence (storage <see cref="StorageName"/>).</summary>
+[RecordPlacement]
 public sealed class PartitionOwnerGrain(
     [PersistentState("ownership", PartitionOwnerGrain.StorageName)] IPersistentState<OwnershipRecord> record)
     : Grain, IPartitionOwnerGrain
@@ -72,5 +80,18 @@ public sealed class PartitionOwnerGrain(
         record.State = new OwnershipRecord(to, Math.Max(current.Epoch + 1, minEpoch));
         await record.WriteStateAsync();
         return record.State;
+    }
+
+    /// <inheritdoc />
+    public async Task<bool> ForgetOwner(string silo)
+    {
+        var current = Current;
+        if (current.OwnerSilo != silo)
+        {
+            return false;
+        }
+        record.State = current with { OwnerSilo = null };
+        await record.WriteStateAsync();
+        return true;
     }
 }

@@ -49,6 +49,46 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
         return new SnapshotOffer(partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes);
     }
 
+    /// <inheritdoc />
+    public Task<LocalCopy> DescribeCopy(int partition)
+    {
+        var name = this.GetPrimaryKeyString();
+        return Task.Run(async () =>
+        {
+            var deadline = DateTime.UtcNow + options.Value.HandoverWait;
+            while (true)
+            {
+                if (store.TryGetOpen(partition, out var open))
+                {
+                    var position = open.LastApplied;
+                    return new LocalCopy(name, position.Index > 0 || position.Term > 0, position.Index, position.Term);
+                }
+                if (!store.HasData(partition))
+                {
+                    return new LocalCopy(name, false, 0, 0);
+                }
+                try
+                {
+                    var engine = store.Open(partition);
+                    try
+                    {
+                        var position = engine.LastApplied;
+                        return new LocalCopy(name, position.Index > 0 || position.Term > 0, position.Index, position.Term);
+                    }
+                    finally
+                    {
+                        store.Close(engine);
+                    }
+                }
+                catch (DEngineException) when (DateTime.UtcNow < deadline)
+                {
+                    // An activation here is opening or closing it right now: look again.
+                }
+                await Task.Delay(50);
+            }
+        });
+    }
+
     /// <summary>
     /// Opens the partition's database once no activation on this silo holds it. This is the fence
     /// against a stale writer: while an activation here can still write, no checkpoint leaves.

@@ -19,6 +19,21 @@ public sealed record SnapshotChunkData(
     [property: Id(0)] byte[] Data,
     [property: Id(1)] uint Crc32C);
 
+/// <summary>
+/// A silo's own copy of a partition: its applied position (the term is the epoch of the newest entry),
+/// or <see cref="Exists"/> false when the silo has no data of the partition.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("dengine.LocalCopy")]
+public sealed record LocalCopy(
+    [property: Id(0)] string Silo,
+    [property: Id(1)] bool Exists,
+    [property: Id(2)] ulong Index,
+    [property: Id(3)] ulong Term)
+{
+    /// <summary>Whether this copy is newer than <paramref name="other"/>: a newer epoch, or more entries of the same one.</summary>
+    public bool IsNewerThan(LocalCopy other) => Term > other.Term || (Term == other.Term && Index > other.Index);
+}
+
 /// <summary>Progress of a fetch, reported to the log and to the caller.</summary>
 public readonly record struct TransferProgress(int Partition, string Snapshot, long Bytes, long TotalBytes, double Seconds)
 {
@@ -42,6 +57,13 @@ public interface ISnapshotServerGrain : IGrainWithStringKey
     /// activation is still closing the database.
     /// </summary>
     Task<SnapshotOffer> PrepareHandover(int partition);
+
+    /// <summary>
+    /// Describes this silo's copy of <paramref name="partition"/> (applied index and term), opening its
+    /// database briefly when no activation here has it open. Used when the ownership record is missing,
+    /// to find the newest copy instead of taking the partition for new.
+    /// </summary>
+    Task<LocalCopy> DescribeCopy(int partition);
 
     /// <summary>Does nothing; activates the server (done when the silo starts).</summary>
     Task Ping();

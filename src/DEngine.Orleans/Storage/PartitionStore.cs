@@ -43,6 +43,12 @@ public sealed class PartitionStore
     /// <summary>Whether the database of <paramref name="partition"/> is open on this silo now.</summary>
     public bool IsOpen(int partition) => _open.ContainsKey(partition);
 
+    /// <summary>The engine of <paramref name="partition"/> if its database is open on this silo now.</summary>
+    public bool TryGetOpen(int partition, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out RocksDbStateMachine engine) => _open.TryGetValue(partition, out engine);
+
+    /// <summary>Whether this silo has a directory for <paramref name="partition"/> (it may hold its data).</summary>
+    public bool HasData(int partition) => Directory.Exists(PartitionPath(partition));
+
     /// <summary>The directory of partition <paramref name="partition"/>.</summary>
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
