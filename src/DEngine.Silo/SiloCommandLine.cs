@@ -30,6 +30,8 @@ internal sealed class SiloCommandLine
           --dashboard / --no-dashboard   Orleans Dashboard on or off (default: on in Development)
           --dashboard-port PORT   dashboard port (default 8080)
           --Section:Key VALUE     any configuration key, e.g. --DEngine:MaxValueBytes 65536
+          --Redis:AllowVolatile true   (Redis profile) start although Redis may lose writes
+                                  (no appendonly yes / appendfsync always); throw-away clusters only
           -h, --help              show this help
         """;
 

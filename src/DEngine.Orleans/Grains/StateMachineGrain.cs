@@ -285,6 +285,12 @@ public sealed partial class StateMachineGrain(
         var engine = await Task.Run(() => store.Open(_partition));
         try
         {
+            // The engine refuses this install anyway; saying so before the fetch saves the transfer.
+            var local = engine.LastApplied;
+            if (offer.Term < local.Term || (offer.Term == local.Term && offer.Index < local.Index))
+            {
+                throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"the copy on silo '{from}' ends at {offer.Index}/{offer.Term}, older than this silo's copy at {local.Index}/{local.Term}; installing it would replace newer data with older, so nothing was fetched or installed", _partition);
+            }
             var incomingRoot = Path.Combine(store.PartitionPath(_partition), "incoming");
             var incoming = Path.Combine(incomingRoot, offer.Snapshot);
             DeleteOtherTransfers(incomingRoot, offer.Snapshot);
