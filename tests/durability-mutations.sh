@@ -66,7 +66,7 @@ run_tests() {
     status=$?
     set -e
     if [ -f "$results/$trx" ]; then
-      failed+="$(grep -o '<UnitTestResult [^>]*' "$results/$trx" | grep 'outcome="Failed"' \
+      failed+="$( { grep -o '<UnitTestResult [^>]*' "$results/$trx" || true; } | { grep 'outcome="Failed"' || true; } \
         | sed 's/.*testName="\([^"]*\)".*/\1/' | sed 's/.*\.//' | sort -u | tr '\n' ' ')"
     fi
     if [ "$status" -ne 0 ] && [ ! -f "$results/$trx" ]; then
