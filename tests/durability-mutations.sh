@@ -4,7 +4,10 @@
 # build, run the power-cut tests (trait Category=PowerCut) and report which tests caught it.
 # Every mutation must be caught: a durability call that no test misses is either redundant or untested.
 #
-# Usage: tests/durability-mutations.sh [NAME ...]     (default: every mutation below)
+# Usage: tests/durability-mutations.sh [--in-place] [NAME ...]   (default: every mutation below)
+#   --in-place  mutate the checkout itself (its existing build makes each build incremental); every
+#               mutated file is restored afterwards, also when the script is interrupted. Do not edit
+#               the tree while it runs.
 # Needs what the power-cut tests need (root, /dev/fuse, fuse3, libfuse3-dev, pkg-config, gcc).
 # Takes a while (one build and test run per mutation); not run by .ci/run.
 set -euo pipefail
@@ -13,6 +16,12 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d /tmp/dengine-mutations.XXXXXX)"
 tree="$work/tree"
 results="$work/results"
+in_place=0
+if [ "${1:-}" = "--in-place" ]; then
+  in_place=1
+  shift
+  tree="$repo"
+fi
 mkdir -p "$tree" "$results"
 
 # The test projects that hold power-cut tests.
@@ -45,8 +54,18 @@ wanted() {
   return 1
 }
 
-echo "copying the tree to $tree"
-tar -C "$repo" --exclude=./.git --exclude='*/bin' --exclude='*/obj' --exclude=./TestResults -cf - . | tar -C "$tree" -xf -
+mutated=""
+restore() {
+  if [ -n "$mutated" ]; then
+    cp "$work/original" "$tree/$mutated"
+    mutated=""
+  fi
+}
+trap restore EXIT INT TERM
+if [ "$in_place" -eq 0 ]; then
+  echo "copying the tree to $tree"
+  tar -C "$repo" --exclude=./.git --exclude='*/bin' --exclude='*/obj' --exclude=./TestResults -cf - . | tar -C "$tree" -xf -
+fi
 
 build() {
   local p
@@ -97,22 +116,24 @@ for m in "${mutations[@]}"; do
     continue
   fi
   cp "$tree/$file" "$work/original"
+  mutated="$file"
   sed -i "\\|// mutation: $name\$|{ $expr }" "$tree/$file"
   if cmp -s "$tree/$file" "$work/original"; then
     report+=("$name -> the sed command changed nothing")
+    mutated=""
     uncaught=$((uncaught + 1))
     continue
   fi
   echo "mutation $name: building"
   if ! build; then
     report+=("$name -> does not build (see $work/build.log)")
-    cp "$work/original" "$tree/$file"
+    restore
     uncaught=$((uncaught + 1))
     continue
   fi
   echo "mutation $name: running the power-cut tests"
   caught="$(run_tests "$name")"
-  cp "$work/original" "$tree/$file"
+  restore
   if [ -n "$caught" ]; then
     report+=("$name -> caught by $caught")
   else
@@ -120,6 +141,11 @@ for m in "${mutations[@]}"; do
     uncaught=$((uncaught + 1))
   fi
 done
+
+if [ "$in_place" -eq 1 ]; then
+  echo "rebuilding the restored checkout"
+  build || echo "warning: the restored checkout did not build (see $work/build.log)"
+fi
 
 echo
 echo "mutation -> caught by"
