@@ -44,7 +44,9 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
         var acknowledged = new Dictionary<string, string>();
         await using (var client = await Client.ConnectAsync([silo]))
         {
-            // Four writers; the kill lands while their last writes are in flight.
+            // Every partition activated first (slow on a loaded machine), then four writers; the kill
+            // lands while their last writes are in flight.
+            await StatusWhenReadyAsync(client.Engine);
             using var stop = new CancellationTokenSource();
             var writers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
             {
@@ -57,7 +59,12 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
                     }
                     catch (Exception)
                     {
-                        return; // the silo is gone: this write's outcome is unknown, so it is not counted
+                        // Outcome unknown (a timeout, or the silo is gone): not counted as acknowledged.
+                        if (stop.IsCancellationRequested)
+                        {
+                            return;
+                        }
+                        continue;
                     }
                     lock (acknowledged)
                     {
@@ -98,7 +105,7 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
         var acknowledged = new Dictionary<string, string>();
         await using (var client = await Client.ConnectAsync([a, b]))
         {
-            var statuses = await client.Engine.GetStatusAsync();
+            var statuses = await StatusWhenReadyAsync(client.Engine);
             var partition = statuses.First(s => s.Silo.StartsWith("a ", StringComparison.Ordinal)).Partition;
             for (var i = 0; acknowledged.Count < 300; i++)
             {
@@ -127,6 +134,22 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
         await using (var client = await Client.ConnectAsync([a, b]))
         {
             await AssertServedAsync(client.Engine, acknowledged);
+        }
+    }
+
+    /// <summary>The status of every partition; the first activations on a loaded machine can outlast a response timeout, so it polls with a deadline.</summary>
+    private static async Task<IReadOnlyList<DEngine.Orleans.PartitionStatus>> StatusWhenReadyAsync(DEngineClient client)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (true)
+        {
+            try
+            {
+                return await client.GetStatusAsync();
+            }
+            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            {
+            }
         }
     }
 
@@ -224,7 +247,7 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
                     o.ClusterId = "dengine";
                     o.ServiceId = "dengine";
                 })
-                .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5))
+                .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(15))
                 .AddDEngineClient(o =>
                 {
                     o.MaxRetries = 20;
