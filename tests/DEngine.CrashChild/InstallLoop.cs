@@ -9,7 +9,7 @@ namespace DEngine.CrashChild;
 /// <summary>The crash child's install mode: installs two snapshots alternately, reporting every step, until killed.</summary>
 internal static class InstallLoop
 {
-    public static int Run(RocksDbStateMachine machine, string snapshotA, string snapshotB)
+    public static int Run(RocksDbStateMachine machine, string snapshotA, string snapshotB, bool holdAfterFirst = false)
     {
         var stdout = Console.Out;
         var snapshots = new[] { (snapshotB, MetadataOf(snapshotB)), (snapshotA, MetadataOf(snapshotA)) };
@@ -28,6 +28,12 @@ internal static class InstallLoop
                 machine.InstallSnapshot(directory, metadata, replaceNewerData: true);
                 stdout.WriteLine($"installed {machine.LastApplied.Index.ToString(CultureInfo.InvariantCulture)}");
                 stdout.Flush();
+                if (holdAfterFirst)
+                {
+                    // The kill then lands exactly after an acknowledged install, not somewhere in a
+                    // later one that ran ahead of what the parent has read.
+                    Thread.Sleep(Timeout.Infinite);
+                }
             }
         }
         catch (IOException)

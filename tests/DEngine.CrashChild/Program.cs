@@ -5,7 +5,7 @@ using DEngine.StateMachine;
 // Crash-test child. Usage:
 //   DEngine.CrashChild mixed <dir>            apply CrashWorkload.MixedChunk chunks
 //   DEngine.CrashChild ttl <dir> <clockUnixMs> apply CrashWorkload.TtlChunk chunks
-//   DEngine.CrashChild install <dir> <snapshotDirA> <snapshotDirB>
+//   DEngine.CrashChild install <dir> <snapshotDirA> <snapshotDirB> [hold]   (hold: stop after the first install)
 //                                             install B, A, B, A, ... (forced) into <dir>
 //   DEngine.CrashChild mixed-deferred <dir>   the same chunks, each written unsynced then made durable by SyncWal
 //   DEngine.CrashChild snapshot <dir>         apply mixed chunks, taking a snapshot every 20 chunks
@@ -30,7 +30,7 @@ var options = new RocksDbStateMachineOptions
 using var machine = new RocksDbStateMachine(args[1], options);
 if (args[0] == "install")
 {
-    return InstallLoop.Run(machine, args[2], args[3]);
+    return InstallLoop.Run(machine, args[2], args[3], holdAfterFirst: args.Length > 4 && args[4] == "hold");
 }
 var clock = args[0] == "ttl" ? ulong.Parse(args[2], CultureInfo.InvariantCulture) : 0;
 var snapshotEvery = args[0] == "snapshot" ? 20 : 0;

@@ -140,7 +140,11 @@ public sealed class PowerCutEngineTests(ITestOutputHelper output)
         for (var cycle = 0; cycle < targets.Length; cycle++)
         {
             var target = targets[cycle];
-            await using (var child = ChildProcess.Start("install", partition, snapshotA.Directory, snapshotB.Directory))
+            // For the acknowledged install the child stops right after it, so the kill cannot land in a
+            // later install that ran ahead of what this test has read.
+            await using (var child = target == "installed"
+                ? ChildProcess.Start("install", partition, snapshotA.Directory, snapshotB.Directory, "hold")
+                : ChildProcess.Start("install", partition, snapshotA.Directory, snapshotB.Directory))
             {
                 Assert.StartsWith("start ", await child.ReadLineAsync(deadline));
                 string line;
