@@ -104,12 +104,16 @@ public sealed class CliContractTests(SiloFixture silo) : IClassFixture<SiloFixtu
     }
 
     [Fact]
-    public async Task Put_with_ttl_100_then_ttl_prints_99_or_100()
+    public async Task Put_with_ttl_100_then_ttl_prints_the_remaining_seconds_rounded_up()
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         AssertOk(await silo.CliAsync("put", _p + "k", "v", "--ttl", "100"), "OK\n");
         var result = await silo.CliAsync("ttl", _p + "k");
+        var elapsed = (int)Math.Ceiling(clock.Elapsed.TotalSeconds);
         Assert.True(result.ExitCode == 0, result.ToString());
-        Assert.InRange(int.Parse(result.Stdout.TrimEnd('\n')), 99, 100);
+        // 100 when read at once; two CLI processes on a loaded machine take a few seconds, and the
+        // remaining time can only have dropped by that much.
+        Assert.InRange(int.Parse(result.Stdout.TrimEnd('\n')), 100 - elapsed, 100);
         Assert.Equal("", result.Stderr);
     }
 
