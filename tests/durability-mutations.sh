@@ -39,8 +39,6 @@ mutations=(
   "wal-flush-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|s/_db!.Handle, 1)/_db!.Handle, 0)/"
   "installed-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
   "installed-copy-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
-  "generation-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
-  "generation-rename-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
   "snapshot-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
   "manifest-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|s/DurableFiles.WriteAndSync(/File.WriteAllBytes(/"
   "snapshot-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"

@@ -284,7 +284,9 @@ public sealed partial class RocksDbStateMachine
                     DurableFiles.SyncFile(target); // mutation: installed-copy-sync
                 }
             }
-            DurableFiles.SyncDirectory(preparing); // mutation: generation-dir-sync
+            // No directory sync here: the check-open below writes a new MANIFEST and CURRENT into
+            // this directory, and RocksDB fsyncs the directory when it sets CURRENT, which makes the
+            // links and copies above durable too (with an explicit sync here, removing it failed no power-cut test).
             Fault("after-copy");
 
             var label = metadata.LastIncluded;
@@ -299,7 +301,8 @@ public sealed partial class RocksDbStateMachine
                 db.Put(SnapshotMetadataKey, metadata.ToByteArray(), meta, _syncWrite);
             }
             Directory.Move(preparing, final);
-            DurableFiles.SyncDirectory(_layout.PartitionPath); // mutation: generation-rename-sync
+            // Not synced on its own: the generation is used only once CURRENT-DB names it, and the
+            // sync of this same directory after the CURRENT-DB rename makes both renames durable.
             Fault("after-prepare");
         }
         catch (Exception ex)
