@@ -347,15 +347,10 @@ public sealed partial class RocksDbStateMachine
                 }
                 throw new DEngineException(DEngineErrorCode.StorageFailure, $"Switching to the snapshot's database failed ({ex.Message}). Rolled back: the previous state is served unchanged.", PartitionId, label.Index, ex);
             }
+            // Not synced: if a power cut brings the old generation back, the next open deletes every
+            // generation CURRENT-DB does not name. (The switch itself was made durable by the sync
+            // after the CURRENT-DB rename.)
             DeleteGenerationQuietly(old);
-            try
-            {
-                DurableFiles.SyncDirectory(_layout.PartitionPath);
-            }
-            catch (IOException)
-            {
-                // The old generation's deletion is not essential: the next open deletes what is left.
-            }
         }
         finally
         {
