@@ -13,17 +13,13 @@ namespace DEngine.Cluster.Tests;
 /// an Orleans client in the test. Only README's flags (plus <c>--no-dashboard</c>, so no test binds
 /// the dashboard's fixed port).
 /// </summary>
-public sealed class LocalClusterFixture : IAsyncLifetime
+public sealed class LocalClusterFixture() : SiloProcessCluster(3), IAsyncLifetime
 {
-    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(90);
-
     private IHost? _clientHost;
 
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-local-tests-" + Guid.NewGuid().ToString("N"));
 
     public SiloSpec[] Silos { get; } = new[] { "a", "b", "c" }.Select(name => new SiloSpec(name, Ports.Free(), Ports.Free())).ToArray();
-
-    public ManagedProcess?[] Running { get; } = new ManagedProcess?[3];
 
     /// <summary>Retries a little (a read that meets a moving partition), then reports the error.</summary>
     public DEngineClient Client { get; private set; } = null!;
@@ -55,7 +51,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     }
 
     /// <summary>Starts silo <paramref name="index"/> (a, b or c) with README's flags and waits until it is ready.</summary>
-    public async Task StartSiloAsync(int index)
+    public override async Task StartSiloAsync(int index)
     {
         var spec = Silos[index];
         var args = new List<string>
@@ -69,31 +65,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
             args.AddRange(["--primary", $"127.0.0.1:{Silos[0].SiloPort}"]);
         }
         args.Add("--no-dashboard");
-        var silo = ManagedProcess.Start("dotnet", args, "DEngine silo ready:");
-        if (Environment.GetEnvironmentVariable("DENGINE_CLUSTER_LOGS") is { Length: > 0 } logs)
-        {
-            Directory.CreateDirectory(logs);
-            silo.LogFile = Path.Combine(logs, $"local-{spec.Name}-{DateTime.UtcNow:HHmmss.fff}.log");
-        }
-        Running[index] = silo;
-        await silo.WaitReadyAsync(ReadyTimeout);
-    }
-
-    /// <summary>SIGTERM silo <paramref name="index"/> and wait until it has exited (it hands its partitions over first).</summary>
-    public async Task StopSiloGracefullyAsync(int index)
-    {
-        var silo = Running[index] ?? throw new InvalidOperationException($"silo {index} is not running");
-        await silo.StopAsync(TimeSpan.FromSeconds(90));
-        silo.Dispose();
-        Running[index] = null;
-    }
-
-    /// <summary>SIGKILL silo <paramref name="index"/>.</summary>
-    public void KillSilo(int index)
-    {
-        Running[index]?.Kill();
-        Running[index]?.Dispose();
-        Running[index] = null;
+        await StartProcessAsync(index, $"local-{spec.Name}", args);
     }
 
     public async Task DisposeAsync()
@@ -109,10 +81,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
             }
             _clientHost.Dispose();
         }
-        for (var i = 0; i < Running.Length; i++)
-        {
-            KillSilo(i);
-        }
+        KillAll();
         try
         {
             Directory.Delete(Root, recursive: true);

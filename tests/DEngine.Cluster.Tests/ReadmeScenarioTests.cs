@@ -24,7 +24,7 @@ public sealed class ReadmeScenarioTests(LocalClusterFixture cluster)
     [Fact]
     public async Task Readme_cluster_keeps_every_key_served_or_retryable_through_a_graceful_stop_of_a_non_primary_silo_and_serves_all_once_it_is_back()
     {
-        await EnsureAllRunningAsync();
+        await cluster.EnsureAllRunningAsync();
         var keys = await WriteKeysAsync("stop");
         var seen = new Observations();
 
@@ -44,7 +44,7 @@ public sealed class ReadmeScenarioTests(LocalClusterFixture cluster)
     [Fact]
     public async Task Readme_cluster_keeps_every_key_served_or_retryable_through_a_kill_9_of_a_non_primary_silo_and_serves_all_once_it_is_back()
     {
-        await EnsureAllRunningAsync();
+        await cluster.EnsureAllRunningAsync();
         var keys = await WriteKeysAsync("kill");
         var seen = new Observations();
 
@@ -55,17 +55,6 @@ public sealed class ReadmeScenarioTests(LocalClusterFixture cluster)
         await seen.UntilAllServedAsync(cluster.Client, keys, Phase);
 
         seen.AssertNeverAbsentOrWrong();
-    }
-
-    private async Task EnsureAllRunningAsync()
-    {
-        for (var i = 0; i < cluster.Running.Length; i++)
-        {
-            if (cluster.Running[i] is null || cluster.Running[i]!.HasExited)
-            {
-                await cluster.StartSiloAsync(i);
-            }
-        }
     }
 
     private async Task<Dictionary<string, string>> WriteKeysAsync(string phase)

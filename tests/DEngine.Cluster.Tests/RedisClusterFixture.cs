@@ -12,12 +12,10 @@ namespace DEngine.Cluster.Tests;
 /// A throw-away redis-server and three real silo processes on loopback using the Redis profile
 /// (membership, reminders and ownership records in Redis), plus an Orleans client in the test.
 /// </summary>
-public sealed class RedisClusterFixture : IAsyncLifetime
+public sealed class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifetime
 {
     public const int Partitions = 6;
     public const int SiloCount = 3;
-
-    private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(90);
 
     private ManagedProcess? _redis;
     private IHost? _clientHost;
@@ -29,8 +27,6 @@ public sealed class RedisClusterFixture : IAsyncLifetime
     public SiloSpec[] Silos { get; } = Enumerable.Range(0, SiloCount)
         .Select(i => new SiloSpec($"silo{i}", Ports.Free(), Ports.Free()))
         .ToArray();
-
-    public ManagedProcess?[] Running { get; } = new ManagedProcess?[SiloCount];
 
     public DEngineClient Client { get; private set; } = null!;
 
@@ -71,23 +67,11 @@ public sealed class RedisClusterFixture : IAsyncLifetime
     /// <summary>A client that does not retry: a load keeps moving while some partitions are away.</summary>
     public DEngineClient LoadClient { get; private set; } = null!;
 
-    /// <summary>Restarts any silo a previous test left stopped.</summary>
-    public async Task EnsureAllRunningAsync()
-    {
-        for (var i = 0; i < SiloCount; i++)
-        {
-            if (Running[i] is null || Running[i]!.HasExited)
-            {
-                await StartSiloAsync(i);
-            }
-        }
-    }
-
     /// <summary>Starts silo <paramref name="index"/> on its name, ports and data directory, and waits until it is ready.</summary>
-    public async Task StartSiloAsync(int index)
+    public override async Task StartSiloAsync(int index)
     {
         var spec = Silos[index];
-        var silo = ManagedProcess.Start("dotnet",
+        await StartProcessAsync(index, spec.Name,
         [
             SiloDll, "--environment", "Redis", "--Redis:ConnectionString", $"127.0.0.1:{RedisPort}",
             "--name", spec.Name, "--data-dir", Path.Combine(Root, spec.Name),
@@ -98,32 +82,7 @@ public sealed class RedisClusterFixture : IAsyncLifetime
             "--Silo:Membership:NumVotesForDeathDeclaration", "1",
             "--Silo:Membership:TableRefreshTimeout", "00:00:01",
             "--Silo:Membership:IAmAliveTablePublishTimeout", "00:00:02",
-        ], "DEngine silo ready:");
-        // DENGINE_CLUSTER_LOGS=<dir> keeps every silo's output for a post-mortem.
-        if (Environment.GetEnvironmentVariable("DENGINE_CLUSTER_LOGS") is { Length: > 0 } logs)
-        {
-            Directory.CreateDirectory(logs);
-            silo.LogFile = Path.Combine(logs, $"{spec.Name}-{DateTime.UtcNow:HHmmss.fff}.log");
-        }
-        Running[index] = silo;
-        await silo.WaitReadyAsync(ReadyTimeout);
-    }
-
-    /// <summary>SIGTERM silo <paramref name="index"/> and wait until it has exited (it hands its partitions over first).</summary>
-    public async Task StopSiloGracefullyAsync(int index)
-    {
-        var silo = Running[index] ?? throw new InvalidOperationException($"silo {index} is not running");
-        await silo.StopAsync(TimeSpan.FromSeconds(90));
-        silo.Dispose();
-        Running[index] = null;
-    }
-
-    /// <summary>SIGKILL silo <paramref name="index"/>.</summary>
-    public void KillSilo(int index)
-    {
-        Running[index]?.Kill();
-        Running[index]?.Dispose();
-        Running[index] = null;
+        ]);
     }
 
     public async Task DisposeAsync()
@@ -139,10 +98,7 @@ public sealed class RedisClusterFixture : IAsyncLifetime
             }
             _clientHost.Dispose();
         }
-        for (var i = 0; i < Running.Length; i++)
-        {
-            KillSilo(i);
-        }
+        KillAll();
         _redis?.Dispose();
         try
         {
