@@ -112,6 +112,12 @@ public readonly record struct LogPosition(ulong Index, ulong Term)
     /// <summary>As d-engine's <see cref="LogId"/>.</summary>
     public LogId ToLogId() => new() { Index = Index, Term = Term };
 
+    /// <summary>
+    /// True when data ending here is older than data ending at <paramref name="other"/>: a lower term,
+    /// or the same term and a lower index (a later epoch's log wins over a longer one of an earlier epoch).
+    /// </summary>
+    public bool IsOlderThan(LogPosition other) => Term < other.Term || (Term == other.Term && Index < other.Index);
+
     /// <inheritdoc />
     public override string ToString() => $"{{index {Index}, term {Term}}}";
 }

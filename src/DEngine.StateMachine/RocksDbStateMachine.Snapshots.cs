@@ -235,7 +235,7 @@ public sealed partial class RocksDbStateMachine
                 using (EnterUse())
                 {
                     var applied = ReadPosition();
-                    if (!replaceNewerData && (label.Term < applied.Term || (label.Term == applied.Term && label.Index < applied.Index)))
+                    if (!replaceNewerData && label.IsOlderThan(applied))
                     {
                         throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"The snapshot ends at {label}, older than the local data at {applied} (by term, then index): installing it would replace newer data with older. Nothing was installed; the live data is unchanged. Only an operator's explicit request (replaceNewerData) installs it.", PartitionId, label.Index);
                     }

@@ -888,15 +888,6 @@ static int do_opendir(const char *path, struct fuse_file_info *fi)
 
 static int pcfs_opendir(const char *path, struct fuse_file_info *fi) { LOCKED(do_opendir(path, fi)); }
 
-static int pcfs_releasedir(const char *path, struct fuse_file_info *fi)
-{
-    (void)path;
-    pthread_mutex_lock(&g_lock);
-    close_handle(fi);
-    pthread_mutex_unlock(&g_lock);
-    return 0;
-}
-
 static int do_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
     (void)datasync;
@@ -1079,7 +1070,7 @@ static const struct fuse_operations ops = {
     .release = pcfs_release,
     .fsync = pcfs_fsync,
     .opendir = pcfs_opendir,
-    .releasedir = pcfs_releasedir,
+    .releasedir = pcfs_release, /* a directory handle is released like a file handle */
     .fsyncdir = pcfs_fsyncdir,
     .fallocate = pcfs_fallocate,
 };

@@ -287,7 +287,7 @@ public sealed partial class StateMachineGrain(
         {
             // The engine refuses this install anyway; saying so before the fetch saves the transfer.
             var local = engine.LastApplied;
-            if (offer.Term < local.Term || (offer.Term == local.Term && offer.Index < local.Index))
+            if (new LogPosition(offer.Index, offer.Term).IsOlderThan(local))
             {
                 throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"the copy on silo '{from}' ends at {offer.Index}/{offer.Term}, older than this silo's copy at {local.Index}/{local.Term}; installing it would replace newer data with older, so nothing was fetched or installed", _partition);
             }
