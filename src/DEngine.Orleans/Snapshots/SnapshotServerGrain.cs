@@ -60,8 +60,7 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
             {
                 if (store.TryGetOpen(partition, out var open))
                 {
-                    var position = open.LastApplied;
-                    return new LocalCopy(name, position.Index > 0 || position.Term > 0, position.Index, position.Term);
+                    return Describe(open.LastApplied);
                 }
                 if (!store.HasData(partition))
                 {
@@ -72,8 +71,7 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
                     var engine = store.Open(partition);
                     try
                     {
-                        var position = engine.LastApplied;
-                        return new LocalCopy(name, position.Index > 0 || position.Term > 0, position.Index, position.Term);
+                        return Describe(engine.LastApplied);
                     }
                     finally
                     {
@@ -87,6 +85,8 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
                 await Task.Delay(50);
             }
         });
+
+        LocalCopy Describe(LogPosition position) => new(name, position.Index > 0 || position.Term > 0, position.Index, position.Term);
     }
 
     /// <summary>
