@@ -93,7 +93,7 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
     /// Opens the partition's database once no activation on this silo holds it. This is the fence
     /// against a stale writer: while an activation here can still write, no checkpoint leaves.
     /// </summary>
-    private async Task<RocksDbStateMachine> OpenWhenReleasedAsync(int partition)
+    private async Task<IStateMachine> OpenWhenReleasedAsync(int partition)
     {
         var deadline = DateTime.UtcNow + options.Value.HandoverWait;
         while (true)
