@@ -1,10 +1,7 @@
 using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
-using DEngine.Protos.Common;
-using DEngine.Protos.Storage;
 using DEngine.StateMachine;
-using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 using Orleans;
 using Orleans.Runtime;
@@ -14,7 +11,7 @@ namespace DEngine.Orleans.Partitions;
 /// <summary>
 /// What a partition activation does before it serves: reads the ownership record, finds the newest
 /// copy when the record is missing, takes the data over from the silo that holds it (see
-/// <see cref="TakeOverAsync"/>) or opens the local copy and claims ownership with a higher epoch.
+/// <see cref="PartitionTakeover"/>) or opens the local copy and claims ownership with a higher epoch.
 /// It never serves empty or stale data as current: every path that cannot prove the data current
 /// ends <see cref="PartitionState.Unavailable"/>.
 /// </summary>
@@ -95,7 +92,20 @@ public sealed partial class PartitionActivation(
             }
             try
             {
-                return new PartitionState.Serving(await TakeOverAsync(owner, record, serve));
+                var takeover = new PartitionTakeover(partition, identity, store, grains, time, logger);
+                var moved = await takeover.RunAsync(owner, record);
+                LastTransfer = takeover.Report;
+                try
+                {
+                    WarnIfClockBehind(moved.Engine);
+                    serve(moved);
+                }
+                catch
+                {
+                    await CloseAsync(moved.Engine);
+                    throw;
+                }
+                return new PartitionState.Serving(moved);
             }
             catch (Exception ex) when (ex is DEngineException or OrleansException or IOException or TimeoutException)
             {
@@ -205,63 +215,6 @@ public sealed partial class PartitionActivation(
         return newest;
     }
 
-    /// <summary>
-    /// This silo lacks the partition's current data: the silo that has it takes a fresh checkpoint
-    /// (its database is closed there now), this one fetches it in verified chunks, installs it, and
-    /// only then takes ownership with a higher epoch. Until then it serves nothing.
-    /// </summary>
-    private async Task<OpenPartition> TakeOverAsync(IPartitionOwnerGrain owner, OwnershipRecord record, Action<OpenPartition> serve)
-    {
-        var from = record.OwnerSilo!;
-        var server = grains.GetGrain<ISnapshotServerGrain>(from);
-        var started = time.GetTimestamp();
-        var offer = await server.PrepareHandover(partition);
-        // Registered before this silo first writes the partition's data (the install below).
-        await grains.GetGrain<IPartitionHoldersGrain>(partition).Add(identity);
-        var engine = await Task.Run(() => store.Open(partition));
-        try
-        {
-            // The engine refuses this install anyway; saying so before the fetch saves the transfer.
-            var local = engine.LastApplied;
-            if (new LogPosition(offer.Index, offer.Term).IsOlderThan(local))
-            {
-                throw new DEngineException(DEngineErrorCode.SnapshotRejected, $"the copy on silo '{from}' ends at {offer.Index}/{offer.Term}, older than this silo's copy at {local.Index}/{local.Term}; installing it would replace newer data with older, so nothing was fetched or installed", partition);
-            }
-            var incomingRoot = Path.Combine(store.PartitionPath(partition), "incoming");
-            var incoming = Path.Combine(incomingRoot, offer.Snapshot);
-            DeleteOtherTransfers(incomingRoot, offer.Snapshot);
-            var fetcher = new SnapshotFetcher(logger);
-            var refetched = await fetcher.FetchAsync(offer, (file, offset, length) => server.ReadChunk(partition, offer.Snapshot, file, offset, length), incoming);
-            var metadata = new SnapshotMetadata
-            {
-                LastIncluded = new LogId { Index = offer.Index, Term = offer.Term },
-                Checksum = ByteString.CopyFrom(offer.Checksum),
-            };
-            // The snapshot is the current data by the ownership record, so it replaces whatever older
-            // data this silo kept from an earlier stay of the partition. Never newer data, though: the
-            // engine refuses a snapshot older than the local copy (SnapshotRejected), force or not.
-            await Task.Run(() => engine.InstallSnapshot(incoming, metadata, force: true));
-            Directory.Delete(incoming, recursive: true);
-            var moved = await owner.Transfer(from, record.Epoch, identity, Math.Max(offer.Term, engine.LastApplied.Term) + 1);
-            if (moved.OwnerSilo != identity)
-            {
-                throw new DEngineException(DEngineErrorCode.StaleEpoch, $"ownership changed during the transfer (now silo '{moved.OwnerSilo}', epoch {moved.Epoch})", partition);
-            }
-            var open = new OpenPartition(engine, moved.Epoch);
-            var elapsed = time.GetElapsedTime(started).TotalSeconds;
-            LastTransfer = new TransferReport(from, offer.Snapshot, offer.TotalBytes, elapsed, refetched);
-            LogMoved(logger, partition, from, identity, offer.TotalBytes, elapsed, LastTransfer.MegabytesPerSecond, open.Epoch);
-            WarnIfClockBehind(engine);
-            serve(open);
-            return open;
-        }
-        catch
-        {
-            await CloseAsync(engine);
-            throw;
-        }
-    }
-
     /// <summary>The partition's data was stamped by a clock further ahead than DEngine:MaxClockSkew (the dengine.clock.skew gauge shows how far).</summary>
     private void WarnIfClockBehind(IStateMachine engine)
     {
@@ -273,29 +226,11 @@ public sealed partial class PartitionActivation(
         }
     }
 
-    private static void DeleteOtherTransfers(string incomingRoot, string keep)
-    {
-        if (!Directory.Exists(incomingRoot))
-        {
-            return;
-        }
-        foreach (var directory in Directory.EnumerateDirectories(incomingRoot))
-        {
-            if (Path.GetFileName(directory) != keep)
-            {
-                Directory.Delete(directory, recursive: true);
-            }
-        }
-    }
-
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition} had no ownership record; the newest copy of its data is on silo {Silo} (applied {Index}/{Term}), which is now its owner.")]
     private static partial void LogRecovered(ILogger logger, int partition, string silo, ulong index, ulong term);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated on {Silo} with epoch {Epoch} at applied index {Applied}.")]
     private static partial void LogActivated(ILogger logger, int partition, string silo, ulong epoch, ulong applied);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} moved from silo {From} to {To}: {Bytes} bytes in {Seconds:0.00} s ({MBps:0.0} MB/s), epoch {Epoch}.")]
-    private static partial void LogMoved(ILogger logger, int partition, string from, string to, long bytes, double seconds, double mbps, ulong epoch);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: its time floor (highest applied clock stamp) is {AheadMs} ms ahead of this silo's clock, beyond DEngine:MaxClockSkew ({MaxClockSkew}). Expiry is judged at clock + MaxClockSkew here, so keys stamped by the faster clock may reappear for up to the difference; check the silos' clocks (NTP).")]
     private static partial void LogClockBehind(ILogger logger, int partition, ulong aheadMs, TimeSpan maxClockSkew);
