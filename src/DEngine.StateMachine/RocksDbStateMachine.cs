@@ -687,7 +687,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     /// <param name="budget">Optional time budget of the scan; it stops early (with what it found) when spent.</param>
     public IReadOnlyList<ExpiredKey> FindExpired(ulong asOfUnixMs, int max, TimeSpan? budget = null)
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = _options.TimeProvider.GetTimestamp();
         using var _ = EnterServing();
         var found = new List<ExpiredKey>();
         if (max <= 0)
@@ -717,7 +717,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             {
                 proven = RocksDbStateMachine.U64(asOfUnixMs + 1); // nothing at or before asOf
             }
-            ScanExpired(iterator, found, max, budget, started);
+            ScanExpired(iterator, found, max, budget, started, _options.TimeProvider);
         }
         finally
         {
@@ -729,7 +729,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         return found;
     }
 
-    private static void ScanExpired(Iterator iterator, List<ExpiredKey> found, int max, TimeSpan? budget, long started)
+    private static void ScanExpired(Iterator iterator, List<ExpiredKey> found, int max, TimeSpan? budget, long started, TimeProvider time)
     {
         for (; iterator.Valid() && found.Count < max; iterator.Next())
         {
@@ -737,7 +737,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             var expiry = BinaryPrimitives.ReadUInt64BigEndian(indexKey);
             found.Add(new ExpiredKey(indexKey[8..].ToArray(), expiry));
             // Checking the clock every 256 keys keeps its cost out of the scan.
-            if (budget is { } limit && (found.Count & 255) == 0 && System.Diagnostics.Stopwatch.GetElapsedTime(started) >= limit)
+            if (budget is { } limit && (found.Count & 255) == 0 && time.GetElapsedTime(started) >= limit)
             {
                 break;
             }
