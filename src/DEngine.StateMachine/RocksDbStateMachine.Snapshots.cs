@@ -114,6 +114,18 @@ public sealed partial class RocksDbStateMachine
         }
     }
 
+    /// <inheritdoc />
+    public void PersistSnapshotMetadata(SnapshotMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        lock (_applyGate)
+        {
+            using var _ = EnterUse();
+            _db!.Put(SnapshotMetadataKey, metadata.ToByteArray(), _meta, _syncWrite);
+            Volatile.Write(ref _snapshotMetadata, metadata.Clone());
+        }
+    }
+
     /// <summary>The complete snapshots on disk, oldest first (by index, then term).</summary>
     public IReadOnlyList<SnapshotInfo> ListSnapshots()
     {
