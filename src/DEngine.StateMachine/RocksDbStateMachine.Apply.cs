@@ -1,13 +1,10 @@
-using DEngine.Protos.Client;
 using DEngine.Protos.Common;
-using Google.Protobuf;
 using RocksDbSharp;
 
 namespace DEngine.StateMachine;
 
-// Apply: a chunk is checked (ValidateOrder, ValidateCommand), turned into one WriteBatch
-// (ChunkWriter) that carries its data, TTL-index changes, the new applied position and time floor,
-// and written under the apply gate.
+// Apply: a chunk is checked (ChunkRules), turned into one WriteBatch (ChunkWriter) that carries its
+// data, TTL-index changes, the new applied position and time floor, and written under the apply gate.
 public sealed partial class RocksDbStateMachine
 {
     /// <inheritdoc />
@@ -26,7 +23,7 @@ public sealed partial class RocksDbStateMachine
             }
             using var _ = EnterServing();
             var applied = _lastApplied;
-            var firstNew = ValidateOrder(entries, applied);
+            var firstNew = ChunkRules.ValidateOrder(entries, applied, PartitionId);
             var results = new ApplyResult[entries.Count];
             for (var i = 0; i < firstNew; i++)
             {
@@ -38,11 +35,11 @@ public sealed partial class RocksDbStateMachine
             }
             for (var i = firstNew; i < entries.Count; i++)
             {
-                ValidateCommand(entries[i]);
+                ChunkRules.ValidateCommand(entries[i], PartitionId);
             }
 
             using var batch = new WriteBatch();
-            var chunk = new ChunkWriter(this, batch, NeedsOverlay(entries, firstNew));
+            var chunk = new ChunkWriter(this, batch, ChunkRules.NeedsOverlay(entries, firstNew));
             for (var i = firstNew; i < entries.Count; i++)
             {
                 results[i] = chunk.Apply(entries[i]);
@@ -130,108 +127,5 @@ public sealed partial class RocksDbStateMachine
         {
             _lifecycle.ExitWriteLock();
         }
-    }
-
-    /// <summary>
-    /// Returns the position of the first entry above <paramref name="applied"/>; throws if the chunk
-    /// is out of order, leaves a gap, or carries a term below one already applied (the writer is a
-    /// stale activation: a newer epoch has written here since).
-    /// </summary>
-    private int ValidateOrder(IReadOnlyList<ApplyEntry> entries, LogPosition applied)
-    {
-        var appliedIndex = applied.Index;
-        if (entries.Count == 0)
-        {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, "An empty chunk cannot be applied; send at least one entry.", PartitionId);
-        }
-        for (var i = 1; i < entries.Count; i++)
-        {
-            if (entries[i].Index <= entries[i - 1].Index)
-            {
-                throw new DEngineException(DEngineErrorCode.ChunkOutOfOrder, $"Index {entries[i].Index} follows {entries[i - 1].Index}: indexes in a chunk must strictly increase. Nothing of the chunk was applied.", PartitionId, entries[i].Index);
-            }
-        }
-        var firstNew = 0;
-        while (firstNew < entries.Count && entries[firstNew].Index <= appliedIndex)
-        {
-            firstNew++;
-        }
-        if (firstNew < entries.Count)
-        {
-            var expected = appliedIndex + 1;
-            if (entries[firstNew].Index != expected)
-            {
-                throw new DEngineException(DEngineErrorCode.ChunkGap, $"The next index to apply is {expected} but the chunk continues with {entries[firstNew].Index}. Send the missing entries first; nothing of the chunk was applied.", PartitionId, entries[firstNew].Index);
-            }
-            for (var i = firstNew + 1; i < entries.Count; i++)
-            {
-                if (entries[i].Index != entries[i - 1].Index + 1)
-                {
-                    throw new DEngineException(DEngineErrorCode.ChunkGap, $"Index {entries[i].Index} follows {entries[i - 1].Index}: entries are missing in between. Nothing of the chunk was applied.", PartitionId, entries[i].Index);
-                }
-            }
-            var term = applied.Term;
-            for (var i = firstNew; i < entries.Count; i++)
-            {
-                if (entries[i].Term < term)
-                {
-                    throw new DEngineException(DEngineErrorCode.StaleEpoch, $"Entry {entries[i].Index} has term {entries[i].Term}, below term {term} already applied: its writer is a stale activation (a newer epoch has written this partition). Nothing of the chunk was applied.", PartitionId, entries[i].Index);
-                }
-                term = entries[i].Term;
-            }
-        }
-        return firstNew;
-    }
-
-    /// <summary>
-    /// Structural checks only (a key to write, an operation this version knows). Size limits are not
-    /// checked here: they belong to sequencing (<see cref="CommandLimits"/>), so an accepted entry
-    /// applies the same on every engine whatever its configured limits.
-    /// </summary>
-    private void ValidateCommand(in ApplyEntry entry)
-    {
-        switch (entry.Command?.OperationCase)
-        {
-            case null:
-                return;
-            case WriteCommand.OperationOneofCase.Insert:
-                ValidateKey(entry.Command.Insert.Key, entry.Index);
-                return;
-            case WriteCommand.OperationOneofCase.Delete:
-                ValidateKey(entry.Command.Delete.Key, entry.Index);
-                return;
-            case WriteCommand.OperationOneofCase.CompareAndSwap:
-                ValidateKey(entry.Command.CompareAndSwap.Key, entry.Index);
-                return;
-            case WriteCommand.OperationOneofCase.ExpireKeys:
-                foreach (var expired in entry.Command.ExpireKeys.Keys)
-                {
-                    ValidateKey(expired.Key, entry.Index);
-                }
-                return;
-            default:
-                throw new DEngineException(DEngineErrorCode.MalformedEntry, "The WriteCommand has no operation this version knows. Nothing of the chunk was applied.", PartitionId, entry.Index);
-        }
-    }
-
-    private void ValidateKey(ByteString key, ulong index)
-    {
-        if (key.IsEmpty)
-        {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty. Nothing of the chunk was applied.", PartitionId, index);
-        }
-    }
-
-    private static bool NeedsOverlay(IReadOnlyList<ApplyEntry> entries, int from)
-    {
-        for (var i = from; i < entries.Count; i++)
-        {
-            var op = entries[i].Command?.OperationCase;
-            if (op is WriteCommand.OperationOneofCase.CompareAndSwap or WriteCommand.OperationOneofCase.ExpireKeys)
-            {
-                return true;
-            }
-        }
-        return false;
     }
 }
