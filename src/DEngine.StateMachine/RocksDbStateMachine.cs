@@ -75,7 +75,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         try
         {
             _generation = _layout.Recover();
-            _blockCache = _options.SharedBlockCache ?? Cache.CreateLru(_options.BlockCacheBytes);
+            _blockCache = RocksDbTuning.BlockCache(_options);
             Open();
         }
         catch
@@ -198,18 +198,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         // RocksDB creates a missing database directory but never syncs its parent: a fresh
         // generation's entry would not survive a power cut, whatever RocksDB syncs inside it.
         DurableFiles.CreateDirectoryDurably(directory);
-        var dbOptions = new DbOptions()
-            .SetCreateIfMissing(true)
-            .SetCreateMissingColumnFamilies(true)
-            .SetParanoidChecks(true);
-        Native.Instance.rocksdb_options_set_max_background_jobs(dbOptions.Handle, _options.MaxBackgroundJobs);
-
-        var families = new ColumnFamilies(AuxFamilyOptions())
-        {
-            { DataFamily, DataFamilyOptions() },
-            { MetaFamily, AuxFamilyOptions() },
-            { TtlFamily, AuxFamilyOptions() },
-        };
+        var dbOptions = RocksDbTuning.DbOptions(_options);
+        var families = RocksDbTuning.Families(_options, _blockCache);
         try
         {
             return RocksDb.Open(dbOptions, directory, families);
@@ -245,33 +235,6 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         var meta = _db.Get(SnapshotMetadataKey, _meta);
         Volatile.Write(ref _snapshotMetadata, meta is null ? null : Protos.Storage.SnapshotMetadata.Parser.ParseFrom(meta));
     }
-
-    private ColumnFamilyOptions DataFamilyOptions()
-    {
-        var table = new BlockBasedTableOptions()
-            .SetBlockCache(_blockCache)
-            .SetFilterPolicy(BloomFilterPolicy.Create(10, false))
-            .SetFormatVersion(5);
-        var options = new ColumnFamilyOptions()
-            .SetWriteBufferSize(_options.WriteBufferSize)
-            .SetMaxWriteBufferNumber(_options.MaxWriteBufferNumber)
-            .SetMinWriteBufferNumberToMerge(_options.MinWriteBufferNumberToMerge)
-            .SetTargetFileSizeBase(_options.TargetFileSizeBase)
-            .SetMaxBytesForLevelBase(_options.MaxBytesForLevelBase)
-            .SetLevelCompactionDynamicLevelBytes(_options.LevelCompactionDynamicLevelBytes)
-            .SetBlockBasedTableFactory(table);
-        if (_options.Compression)
-        {
-            options.SetCompression(Compression.Lz4);
-            Native.Instance.rocksdb_options_set_bottommost_compression(options.Handle, (int)Compression.Zstd);
-        }
-        return options;
-    }
-
-    private ColumnFamilyOptions AuxFamilyOptions() =>
-        new ColumnFamilyOptions()
-            .SetWriteBufferSize(_options.AuxWriteBufferSize)
-            .SetBlockBasedTableFactory(new BlockBasedTableOptions().SetBlockCache(_blockCache));
 
     private void DeleteGenerationQuietly(long generation)
     {
