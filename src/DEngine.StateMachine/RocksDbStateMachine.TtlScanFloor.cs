@@ -16,9 +16,10 @@ namespace DEngine.StateMachine;
 // apply that writes an index entry below it. Expired entries are therefore never skipped,
 // however old their expiry (an external ApplyChunk may write any) and whether or not an
 // ExpireKeys command for them was ever applied.
+//
+// The floor and the scan tickets are guarded by _ttlFloorGate (see the lock list in RocksDbStateMachine.cs).
 public sealed partial class RocksDbStateMachine
 {
-    private readonly Lock _ttlFloorGate = new();
     private readonly List<TtlScanTicket> _ttlScans = [];
     private byte[] _ttlFloor = [];
 

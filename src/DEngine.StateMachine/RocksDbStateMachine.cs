@@ -35,10 +35,44 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private readonly RocksDbStateMachineOptions _options;
     private readonly Cache _blockCache;
 
-    // Open/close/reset take the write side; every use of the database takes the read side, so a
-    // background sync or a read can never touch a closed native handle.
-    private readonly ReaderWriterLockSlim _lifecycle = new(LockRecursionPolicy.NoRecursion);
+    // ---------------------------------------------------------------- locks
+    //
+    // Every lock of the engine, in the order they are taken: a thread holding one may take only
+    // locks below it, never one above (so no two threads can wait for each other).
+    //
+    // 1. _snapshotGate   Serialises CreateSnapshot (with retention), InstallSnapshot and Reset with
+    //                    each other. Never taken by apply or reads. (RocksDbStateMachine.Snapshots.cs)
+    // 2. _applyGate      The single writer: ApplyCommands, PersistSnapshotMetadata, RecoverFromFence,
+    //                    Reset, Dispose, the checkpoint of CreateSnapshot and the whole of an install.
+    //                    Whoever writes _lastApplied, _timeFloor, _writeFailed, _snapshotMetadata or
+    //                    _generation holds it, so apply reads _lastApplied without _positionLock.
+    // 3. _lifecycle      ReaderWriterLockSlim, no recursion. Write side: whatever closes or opens the
+    //                    native database (Reset, Dispose, RecoverFromFence, RecoverAfterWriteFailure,
+    //                    the install's switch and rollback); it guards _db, the family handles and
+    //                    _disposed. Read side (EnterUse / EnterServing): every use of the database, so
+    //                    a background sync or a read never touches a closed native handle. Never
+    //                    upgraded: a read holder must not ask for the write side (it would throw), which
+    //                    is why ApplyCommands recovers from a write failure before EnterServing.
+    // 4. Leaf locks, held for a few instructions and never while waiting on anything else:
+    //    _viewGate       The published read view _view: swapping it and taking a reference on it.
+    //                    (RocksDbStateMachine.ReadView.cs) May take _positionLock (ReadViewIndex).
+    //    _ttlFloorGate   The TTL scan floor _ttlFloor and the tickets of running scans _ttlScans.
+    //                    (RocksDbStateMachine.TtlScanFloor.cs)
+    //    _positionLock   _lastApplied as one (index, term) pair for readers outside the apply gate.
+    //
+    // Not locks, but part of the picture: _partitionLock is an OS lock file (PartitionLayout.Lock)
+    // that keeps other processes out of the partition directory while this machine lives. _serving,
+    // _writeFailed and _fence are volatile flags read without a lock (_fence is raised by a failed
+    // sync, which may hold only the read side, and cleared under _applyGate and the write side);
+    // _durableIndex rises by compare-and-swap (AdvanceDurable) and is set when a database is opened
+    // (under the write side). The test hooks FaultInjector and TtlScanStarted run with the locks of
+    // their call site held (the install's, and the read side).
+    private readonly Lock _snapshotGate = new();
     private readonly Lock _applyGate = new();
+    private readonly ReaderWriterLockSlim _lifecycle = new(LockRecursionPolicy.NoRecursion);
+    private readonly Lock _viewGate = new();
+    private readonly Lock _ttlFloorGate = new();
+    private readonly Lock _positionLock = new();
 
     private readonly WriteOptions _syncWrite = new WriteOptions().SetSync(true); // mutation: synced-write
     private readonly WriteOptions _bufferedWrite = new WriteOptions().SetSync(false);
@@ -268,8 +302,6 @@ public sealed partial class RocksDbStateMachine : IStateMachine
             return _lastApplied;
         }
     }
-
-    private readonly Lock _positionLock = new();
 
     private void WritePosition(LogPosition position)
     {
