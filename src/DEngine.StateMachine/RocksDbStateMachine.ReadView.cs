@@ -20,8 +20,7 @@ namespace DEngine.StateMachine;
 // snapshot is always released while its database is open.
 public sealed partial class RocksDbStateMachine
 {
-    // Guards _view: swapping it and taking a reference on it.
-    private readonly Lock _viewGate = new();
+    // Guarded by _viewGate.
     private ReadView? _view;
 
     private bool UsesReadViews => _options.Durability == DurabilityMode.Synced;

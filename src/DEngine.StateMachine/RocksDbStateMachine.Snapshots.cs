@@ -19,9 +19,6 @@ public sealed partial class RocksDbStateMachine
         "after-reopen",         // db-{g+1} is open as the live database; db-{g} not yet deleted
     ];
 
-    // Serialises snapshot creation, retention and install with each other (never held by apply or reads).
-    private readonly Lock _snapshotGate = new();
-
     /// <summary>
     /// Test hook: called with each step name of <see cref="InstallSteps"/> during an install. An exception
     /// it throws is handled like a real failure at that step.
@@ -111,6 +108,18 @@ public sealed partial class RocksDbStateMachine
             PersistSnapshotMetadata(metadata);
             DeleteOldSnapshots();
             return new SnapshotInfo(final, metadata, manifest.Files.Count, manifest.TotalBytes);
+        }
+    }
+
+    /// <inheritdoc />
+    public void PersistSnapshotMetadata(SnapshotMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        lock (_applyGate)
+        {
+            using var _ = EnterUse();
+            _db!.Put(SnapshotMetadataKey, metadata.ToByteArray(), _meta, _syncWrite);
+            Volatile.Write(ref _snapshotMetadata, metadata.Clone());
         }
     }
 

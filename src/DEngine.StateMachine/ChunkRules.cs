@@ -1,0 +1,116 @@
+using DEngine.Protos.Client;
+using Google.Protobuf;
+
+namespace DEngine.StateMachine;
+
+/// <summary>
+/// The rules a chunk must meet before anything of it is written: order, no gaps, no term going back,
+/// and structurally valid commands. Pure functions of the chunk and the applied position, so every
+/// engine judges a chunk the same; they throw the DEngineException the writer gets.
+/// </summary>
+internal static class ChunkRules
+{
+    /// <summary>
+    /// Returns the position of the first entry above <paramref name="applied"/>; throws if the chunk
+    /// is out of order, leaves a gap, or carries a term below one already applied (the writer is a
+    /// stale activation: a newer epoch has written here since).
+    /// </summary>
+    public static int ValidateOrder(IReadOnlyList<ApplyEntry> entries, LogPosition applied, int partitionId)
+    {
+        var appliedIndex = applied.Index;
+        if (entries.Count == 0)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "An empty chunk cannot be applied; send at least one entry.", partitionId);
+        }
+        for (var i = 1; i < entries.Count; i++)
+        {
+            if (entries[i].Index <= entries[i - 1].Index)
+            {
+                throw new DEngineException(DEngineErrorCode.ChunkOutOfOrder, $"Index {entries[i].Index} follows {entries[i - 1].Index}: indexes in a chunk must strictly increase. Nothing of the chunk was applied.", partitionId, entries[i].Index);
+            }
+        }
+        var firstNew = 0;
+        while (firstNew < entries.Count && entries[firstNew].Index <= appliedIndex)
+        {
+            firstNew++;
+        }
+        if (firstNew < entries.Count)
+        {
+            var expected = appliedIndex + 1;
+            if (entries[firstNew].Index != expected)
+            {
+                throw new DEngineException(DEngineErrorCode.ChunkGap, $"The next index to apply is {expected} but the chunk continues with {entries[firstNew].Index}. Send the missing entries first; nothing of the chunk was applied.", partitionId, entries[firstNew].Index);
+            }
+            for (var i = firstNew + 1; i < entries.Count; i++)
+            {
+                if (entries[i].Index != entries[i - 1].Index + 1)
+                {
+                    throw new DEngineException(DEngineErrorCode.ChunkGap, $"Index {entries[i].Index} follows {entries[i - 1].Index}: entries are missing in between. Nothing of the chunk was applied.", partitionId, entries[i].Index);
+                }
+            }
+            var term = applied.Term;
+            for (var i = firstNew; i < entries.Count; i++)
+            {
+                if (entries[i].Term < term)
+                {
+                    throw new DEngineException(DEngineErrorCode.StaleEpoch, $"Entry {entries[i].Index} has term {entries[i].Term}, below term {term} already applied: its writer is a stale activation (a newer epoch has written this partition). Nothing of the chunk was applied.", partitionId, entries[i].Index);
+                }
+                term = entries[i].Term;
+            }
+        }
+        return firstNew;
+    }
+
+    /// <summary>
+    /// Structural checks only (a key to write, an operation this version knows). Size limits are not
+    /// checked here: they belong to sequencing (<see cref="CommandLimits"/>), so an accepted entry
+    /// applies the same on every engine whatever its configured limits.
+    /// </summary>
+    public static void ValidateCommand(in ApplyEntry entry, int partitionId)
+    {
+        switch (entry.Command?.OperationCase)
+        {
+            case null:
+                return;
+            case WriteCommand.OperationOneofCase.Insert:
+                ValidateKey(entry.Command.Insert.Key, entry.Index, partitionId);
+                return;
+            case WriteCommand.OperationOneofCase.Delete:
+                ValidateKey(entry.Command.Delete.Key, entry.Index, partitionId);
+                return;
+            case WriteCommand.OperationOneofCase.CompareAndSwap:
+                ValidateKey(entry.Command.CompareAndSwap.Key, entry.Index, partitionId);
+                return;
+            case WriteCommand.OperationOneofCase.ExpireKeys:
+                foreach (var expired in entry.Command.ExpireKeys.Keys)
+                {
+                    ValidateKey(expired.Key, entry.Index, partitionId);
+                }
+                return;
+            default:
+                throw new DEngineException(DEngineErrorCode.MalformedEntry, "The WriteCommand has no operation this version knows. Nothing of the chunk was applied.", partitionId, entry.Index);
+        }
+    }
+
+    private static void ValidateKey(ByteString key, ulong index, int partitionId)
+    {
+        if (key.IsEmpty)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty. Nothing of the chunk was applied.", partitionId, index);
+        }
+    }
+
+    /// <summary>True when an entry from <paramref name="from"/> on reads state the chunk itself may write (CAS, ExpireKeys): the chunk then needs an overlay.</summary>
+    public static bool NeedsOverlay(IReadOnlyList<ApplyEntry> entries, int from)
+    {
+        for (var i = from; i < entries.Count; i++)
+        {
+            var op = entries[i].Command?.OperationCase;
+            if (op is WriteCommand.OperationOneofCase.CompareAndSwap or WriteCommand.OperationOneofCase.ExpireKeys)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+}
