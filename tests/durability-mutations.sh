@@ -36,7 +36,7 @@ projects=(tests/DEngine.StateMachine.Tests tests/DEngine.Orleans.Tests tests/DEn
 # NAME|FILE|sed command applied to the marked line ("d" deletes the call).
 mutations=(
   "synced-write|src/DEngine.StateMachine/RocksDbStateMachine.cs|s/SetSync(true)/SetSync(false)/"
-  "wal-flush-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|s/_db!.Handle, 1)/_db!.Handle, 0)/"
+  "wal-flush-sync|src/DEngine.StateMachine/RocksDbStateMachine.Durability.cs|s/_db!.Handle, 1)/_db!.Handle, 0)/"
   "installed-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
   "installed-copy-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
   "snapshot-file-sync|src/DEngine.StateMachine/RocksDbStateMachine.Snapshots.cs|d"
@@ -46,8 +46,8 @@ mutations=(
   "pointer-file-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|s/WriteAndSync(temp, contents);/File.WriteAllBytes(temp, contents.ToArray());/"
   "pointer-rename-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|d"
   "new-directory-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|d"
-  "fence-rewrite-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|d"
-  "fence-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.cs|d"
+  "fence-rewrite-sync|src/DEngine.StateMachine/RocksDbStateMachine.Durability.cs|d"
+  "fence-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Durability.cs|d"
 )
 
 selected=("$@")
