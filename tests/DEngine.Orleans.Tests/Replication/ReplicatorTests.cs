@@ -90,6 +90,24 @@ public sealed class ReplicatorTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Moves the fake clock in small steps until <paramref name="condition"/> holds: a loop may not be
+    /// waiting on its timer yet when a single jump would happen.
+    /// </summary>
+    private async Task TickUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Wait;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for: {what}");
+            }
+            _time.Advance(TimeSpan.FromMilliseconds(100));
+            await Task.Delay(5);
+        }
+    }
+
     [Fact]
     public async Task A_chunk_is_applied_and_reported_only_once_every_replica_holds_it()
     {
@@ -108,8 +126,7 @@ public sealed class ReplicatorTests : IDisposable
         Assert.Equal(2ul, primary.Engine.LastApplied.Index);
         Assert.Equal(2ul, replicator.CommitIndex);
         // The replicas learn the commit index on the next message (here the heartbeat).
-        _time.Advance(_settings.HeartbeatInterval);
-        await Until(() => a.Copy.Engine.LastApplied.Index == 2 && b.Copy.Engine.LastApplied.Index == 2, "replicas apply the committed chunk");
+        await TickUntil(() => a.Copy.Engine.LastApplied.Index == 2 && b.Copy.Engine.LastApplied.Index == 2, "replicas apply the committed chunk");
         replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
     }
 
@@ -139,8 +156,7 @@ public sealed class ReplicatorTests : IDisposable
         var replicator = await StartAsync(primary, 2, "a");
         await OnScheduler(() => replicator.Append([Noop(4, term: 2)]));
         await Until(() => ResultCount == 1, "the noop of the new term commits");
-        _time.Advance(_settings.HeartbeatInterval);
-        await Until(() => a.Copy.Engine.LastApplied.Index == 4, "the replica applied everything");
+        await TickUntil(() => a.Copy.Engine.LastApplied.Index == 4, "the replica applied everything");
         Assert.Equal("3", System.Text.Encoding.UTF8.GetString(a.Copy.Engine.Get("c"u8)!));
         replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
     }
@@ -161,8 +177,7 @@ public sealed class ReplicatorTests : IDisposable
         await OnScheduler(() => replicator.Demote("b"));
         await Until(() => ResultCount == 1, "committed without b");
         b.Fail = false;
-        _time.Advance(_settings.HeartbeatInterval);
-        await Until(() => b.Copy.Position.LastIndex == 1, "b catches up as a learner");
+        await TickUntil(() => b.Copy.Position.LastIndex == 1, "b catches up as a learner");
         await Until(() => OnScheduler(replicator.CaughtUpLearners).Result.Contains("b"), "b counts as caught up");
         await OnScheduler(() => replicator.Promote("b"));
         b.Hold();
@@ -181,11 +196,12 @@ public sealed class ReplicatorTests : IDisposable
         var a = Replica("a");
         var replicator = await StartAsync(primary, 1, "a");
         await Until(() => OnScheduler(replicator.HoldsLease).Result, "the first heartbeat gives the lease");
-        for (var i = 0; i < 6; i++)
+        // Six times the lease goes by; heartbeats keep renewing it.
+        var renewedUntil = _time.GetUtcNow() + 6 * _settings.LeaseDuration;
+        while (_time.GetUtcNow() < renewedUntil)
         {
-            _time.Advance(_settings.HeartbeatInterval);
             var answered = a.Answered;
-            await Until(() => a.Answered > answered, "a heartbeat answered");
+            await TickUntil(() => a.Answered > answered, "a heartbeat answered");
             Assert.True(await OnScheduler(replicator.HoldsLease));
         }
         a.Hold();
