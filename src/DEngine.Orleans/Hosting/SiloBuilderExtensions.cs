@@ -42,6 +42,7 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<WalSyncLoop>();
         services.TryAddSingleton<DEngineMetrics>();
         services.TryAddSingleton<DataRootLock>();
+        services.TryAddSingleton<Replication.ReplicaRegistry>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
         services.AddMetrics();
@@ -49,6 +50,7 @@ public static class SiloBuilderExtensions
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();
         services.AddPlacementDirector<SiloIdentityPlacement, SiloIdentityPlacementDirector>();
         services.AddPlacementDirector<RecordPlacement, RecordPlacementDirector>();
+        services.AddPlacementDirector<Replication.ReplicaPlacement, Replication.ReplicaPlacementDirector>();
         if (!services.Any(d => d.ServiceKey as string == PartitionOwnerGrain.StorageName && d.ServiceType == typeof(IGrainStorage)))
         {
             // Configuration records on this silo's disk; RecordPlacement keeps their grains on the

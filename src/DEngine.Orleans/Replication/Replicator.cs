@@ -363,7 +363,8 @@ public sealed partial class Replicator
             // Older than the tail: the local log has it (the tail is trimmed only below what the
             // local log holds durably) unless it was compacted, which throws.
             var settings = _settings;
-            (entries, prevTerm) = await Task.Run(() => ([.. _local.Read(next, settings.MaxShipEntries, settings.MaxShipBytes)], _local.TermAt(prev)));
+            var local = _local;
+            (entries, prevTerm) = await Task.Run(() => (local.Read(next, settings.MaxShipEntries, settings.MaxShipBytes).ToArray(), local.TermAt(prev)));
         }
         return new AppendRequest(_partition, _version, _self, prev, prevTerm, entries, Math.Min(_tracker.CommitIndex, prev + (ulong)entries.Length));
     }

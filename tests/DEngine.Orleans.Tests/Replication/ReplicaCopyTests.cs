@@ -164,6 +164,7 @@ public sealed class ReplicaCopyTests : IDisposable
     public void The_primary_path_appends_durably_and_applies_on_commit_with_results()
     {
         var copy = Open();
+        Assert.True(copy.Promote(1)); // a primary raises its own copy to its version first
         copy.AppendOwn(1, [Insert(1, "a", "1"), Cas(2, "a", "x", "2"), Cas(3, "a", "1", "3")], 0);
         Assert.Equal(0ul, copy.Engine.LastApplied.Index);
         var results = copy.Commit(3);
@@ -178,6 +179,7 @@ public sealed class ReplicaCopyTests : IDisposable
     public void The_log_forgets_only_what_the_state_machine_holds_durably()
     {
         var copy = Open();
+        copy.Promote(1);
         copy.AppendOwn(1, [Insert(1, "a", "1"), Insert(2, "b", "2"), Insert(3, "c", "3"), Insert(4, "d", "4"), Insert(5, "e", "5")], 0);
         copy.Commit(4);
         copy.CompactIfDue();

@@ -137,12 +137,14 @@ public sealed class ReplicatorTests : IDisposable
         var a = Replica("a");
         a.Copy.Promote(5);
         var replicator = await StartAsync(primary, 2, "a");
-        await OnScheduler(() => replicator.Append([Insert(1, "k", "v", term: 2)]));
+        // The first message (sent at once) meets the newer version.
         var reason = await replicator.Failed.WaitAsync(Wait);
         Assert.Equal(DEngineErrorCode.StaleEpoch, reason.Code);
         Assert.Equal(0, ResultCount);
         Assert.Equal(0ul, primary.Engine.LastApplied.Index);
-        await Assert.ThrowsAsync<DEngineException>(() => OnScheduler(() => replicator.Append([Insert(2, "k", "v", term: 2)])));
+        var refused = await Assert.ThrowsAsync<DEngineException>(() => OnScheduler(() => replicator.Append([Insert(1, "k", "v", term: 2)])));
+        Assert.Equal(DEngineErrorCode.StaleEpoch, refused.Code);
+        Assert.Equal(0ul, primary.Position.LastIndex); // nothing reached even the primary's own log
     }
 
     [Fact]
@@ -172,7 +174,9 @@ public sealed class ReplicatorTests : IDisposable
         await OnScheduler(() => replicator.Append([Insert(1, "k", "v")]));
         await Until(() => primary.Position.LastIndex == 1, "local append");
         Assert.Equal(0, ResultCount);
-        _time.Advance(_settings.ReplicaTimeout);
+        // The timeout goes by in steps; a keeps answering heartbeats, b fails every message.
+        var until = _time.GetUtcNow() + _settings.ReplicaTimeout;
+        await TickUntil(() => _time.GetUtcNow() >= until, "the replica timeout passes");
         Assert.Equal(["b"], await OnScheduler(replicator.Unresponsive));
         await OnScheduler(() => replicator.Demote("b"));
         await Until(() => ResultCount == 1, "committed without b");
