@@ -58,19 +58,48 @@ public sealed class CommandLimits(int maxKeyBytes, int maxValueBytes)
         }
     }
 
-    private void Key(ByteString key, ulong index, int partition)
+    /// <summary>
+    /// The check of a client's key before its write is queued or its read served: InvalidArgument when
+    /// empty, LimitExceeded when over <see cref="MaxKeyBytes"/>. <paramref name="setting"/> is the
+    /// configuration key the caller's users set the limit with (e.g. <c>DEngine:MaxKeyBytes</c>).
+    /// </summary>
+    public void ValidateKey(byte[]? key, int partition, string setting = nameof(MaxKeyBytes))
     {
-        if (key.Length > MaxKeyBytes)
+        if (key is null || key.Length == 0)
         {
-            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A key of {key.Length} bytes exceeds the limit of {MaxKeyBytes} bytes (MaxKeyBytes). Nothing of the chunk was applied.", partition, index);
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "Keys must not be empty.", partition);
+        }
+        CheckKey(key.Length, setting, partition, index: null);
+    }
+
+    /// <summary>The check of a client's value before its write is queued: LimitExceeded when over <see cref="MaxValueBytes"/>.</summary>
+    public void ValidateValue(byte[] value, int partition, string setting = nameof(MaxValueBytes))
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        CheckValue(value.Length, setting, partition, index: null);
+    }
+
+    private void Key(ByteString key, ulong index, int partition) => CheckKey(key.Length, nameof(MaxKeyBytes), partition, index);
+
+    private void Value(ByteString value, ulong index, int partition) => CheckValue(value.Length, nameof(MaxValueBytes), partition, index);
+
+    // One comparison and one message for both callers; an entry of a chunk also says that nothing of
+    // its chunk was applied.
+    private void CheckKey(int length, string setting, int partition, ulong? index)
+    {
+        if (length > MaxKeyBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A key of {length} bytes exceeds the limit of {MaxKeyBytes} bytes ({setting}).{Consequence(index)}", partition, index);
         }
     }
 
-    private void Value(ByteString value, ulong index, int partition)
+    private void CheckValue(int length, string setting, int partition, ulong? index)
     {
-        if (value.Length > MaxValueBytes)
+        if (length > MaxValueBytes)
         {
-            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A value of {value.Length} bytes exceeds the limit of {MaxValueBytes} bytes (MaxValueBytes). Nothing of the chunk was applied.", partition, index);
+            throw new DEngineException(DEngineErrorCode.LimitExceeded, $"A value of {length} bytes exceeds the limit of {MaxValueBytes} bytes ({setting}).{Consequence(index)}", partition, index);
         }
     }
+
+    private static string Consequence(ulong? index) => index is null ? "" : " Nothing of the chunk was applied.";
 }

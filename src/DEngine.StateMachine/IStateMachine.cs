@@ -1,5 +1,6 @@
 using DEngine.Protos.Common;
 using DEngine.Protos.Storage;
+using DEngine.StateMachine.Snapshots;
 
 namespace DEngine.StateMachine;
 
@@ -91,6 +92,81 @@ public interface IStateMachine : IDisposable
 
     /// <summary>RocksDB's cheap estimate of the number of keys.</summary>
     long EstimatedCount { get; }
+
+    // ---------------------------------------------------------------- fence after a failed fsync
+
+    /// <summary>
+    /// True after a WAL sync failed: applies and reads are refused (what the page cache holds may never
+    /// reach the disk) until <see cref="RecoverFromFence"/> succeeds.
+    /// </summary>
+    bool IsFenced { get; }
+
+    /// <summary>
+    /// Makes the files on disk hold what a read returns again, then reopens, and lifts the fence.
+    /// Throws StorageFailure (and stays fenced) when a step fails; call again later. Does nothing when
+    /// not fenced. Blocking I/O: call off the grain's turn.
+    /// </summary>
+    void RecoverFromFence();
+
+    // ---------------------------------------------------------------- time and expiry
+
+    /// <summary>
+    /// The highest clock stamp (Unix ms) of any applied entry, persisted with the applied position,
+    /// so it survives restarts and travels with snapshots.
+    /// </summary>
+    ulong TimeFloor { get; }
+
+    /// <summary>
+    /// The instant expiry is judged at here: max(clock, time floor), the floor counted only up to
+    /// clock + the configured clock skew. The sequencer stamps commands with it, so time never runs
+    /// backwards for the partition.
+    /// </summary>
+    ulong EffectiveNowUnixMs { get; }
+
+    /// <summary>
+    /// As <see cref="TryGetExpiry(ReadOnlySpan{byte}, out ulong?)"/>, and gives the instant the key was
+    /// judged at (see <see cref="EffectiveNowUnixMs"/>): a key reported present expires strictly after
+    /// <paramref name="asOfUnixMs"/>. One clock read.
+    /// </summary>
+    bool TryGetExpiry(ReadOnlySpan<byte> key, out ulong? expiresAtUnixMs, out ulong asOfUnixMs);
+
+    /// <summary>The earliest expiry in the TTL index (possibly of an entry an overwrite left behind), or null when there is none.</summary>
+    ulong? EarliestExpiry();
+
+    /// <summary>
+    /// Up to <paramref name="max"/> keys whose TTL index entry is at or before <paramref name="asOfUnixMs"/>,
+    /// oldest expiry first, with the expiry they were indexed under: the input of an ExpireKeys command,
+    /// which deletes them through the ordered apply path. Stops early when <paramref name="budget"/> is spent.
+    /// </summary>
+    IReadOnlyList<ExpiredKey> FindExpired(ulong asOfUnixMs, int max, TimeSpan? budget = null);
+
+    /// <summary>A cheap estimate of the number of keys with a TTL (for metrics).</summary>
+    long TtlIndexEstimate { get; }
+
+    // ---------------------------------------------------------------- snapshots and handover
+
+    /// <summary>True when the snapshot policy's number of entries has been applied since the last snapshot (taken or installed).</summary>
+    bool ShouldSnapshot();
+
+    /// <summary>
+    /// Takes a snapshot of exactly the applied state, labelled with the last applied entry, with its
+    /// manifest and metadata; older snapshots beyond the retention are deleted. Also the checkpoint a
+    /// handover ships to another silo. Works while stopped (not while closed). Blocking I/O.
+    /// </summary>
+    SnapshotInfo CreateSnapshot();
+
+    /// <summary>The complete snapshots on disk, oldest first (by index, then term).</summary>
+    IReadOnlyList<SnapshotInfo> ListSnapshots();
+
+    /// <summary>
+    /// Verifies the snapshot in <paramref name="snapshotDirectory"/> against <paramref name="metadata"/>
+    /// and replaces the state with it atomically: after a crash at any instant either the old or the new
+    /// state is complete. A snapshot below the applied index is refused unless <paramref name="force"/>;
+    /// one older than the local data by (term, index) is refused even then, unless an operator sets
+    /// <paramref name="replaceNewerData"/>.
+    /// </summary>
+    /// <exception cref="DEngineException">SnapshotRejected when verification fails or the snapshot is older; StorageFailure on I/O errors (the old state is kept).</exception>
+    void InstallSnapshot(string snapshotDirectory, SnapshotMetadata metadata, bool force = false, bool replaceNewerData = false);
 }
 
 /// <summary>Whether an apply call waits for its fsync.</summary>

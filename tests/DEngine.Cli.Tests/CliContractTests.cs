@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using DEngine.Client;
+using DEngine.Orleans;
 
 namespace DEngine.Cli.Tests;
 

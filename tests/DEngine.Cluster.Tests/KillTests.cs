@@ -1,5 +1,5 @@
 using System.Text;
-using DEngine.Client;
+using DEngine.Orleans;
 
 namespace DEngine.Cluster.Tests;
 

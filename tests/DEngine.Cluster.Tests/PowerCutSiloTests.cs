@@ -2,6 +2,7 @@ using System.Net;
 using System.Reflection;
 using System.Text;
 using DEngine.Client;
+using DEngine.Orleans;
 using DEngine.StateMachine.Tests.Support;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

@@ -1,5 +1,4 @@
 using System.Text;
-using DEngine.Client;
 
 namespace DEngine.Orleans.Tests;
 

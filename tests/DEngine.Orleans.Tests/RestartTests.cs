@@ -64,7 +64,7 @@ public sealed class RestartTests(RestartClusterFixture fixture)
         Assert.All(values.Zip(written.Values), p => Assert.Equal(p.Second, p.First));
     }
 
-    private static int KeyRouting(byte[] key) => DEngine.Client.KeyRouting.PartitionOf(key, ClusterFixture.Partitions);
+    private static int KeyRouting(byte[] key) => global::DEngine.Orleans.KeyRouting.PartitionOf(key, ClusterFixture.Partitions);
 }
 
 [Collection(RestartCollection.Name)]

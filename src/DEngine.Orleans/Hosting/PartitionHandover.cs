@@ -19,6 +19,7 @@ public sealed partial class PartitionHandover(
     IClusterMembershipService membership,
     PartitionStore store,
     IOptions<DEngineOptions> options,
+    TimeProvider time,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
     private static readonly TimeSpan HandoverTimeout = TimeSpan.FromSeconds(45);
@@ -52,12 +53,12 @@ public sealed partial class PartitionHandover(
         }
         // Our own bound, not the stop token: the host may signal haste, but a partition left behind
         // is unavailable until this silo returns, so the handover gets its full time.
-        using var timeout = new CancellationTokenSource(HandoverTimeout);
+        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
         await Task.WhenAll(partitions.Select((partition, i) => HandOverAsync(partition, targets[i % targets.Length], timeout.Token)));
         // Callers may still send requests here from cached addresses. While messaging is up they are
         // forwarded to the new activations (or rejected retryably); once it stops, a rejection can be
         // lost with the connection and the caller waits for its call timeout. So stay a moment.
-        await Task.Delay(options.Value.ShutdownGrace, CancellationToken.None);
+        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
     }
 
     private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
@@ -73,7 +74,7 @@ public sealed partial class PartitionHandover(
                     LogHandedOver(partition, target);
                     return;
                 }
-                await Task.Delay(100, cancellationToken);
+                await Task.Delay(TimeSpan.FromMilliseconds(100), time, cancellationToken);
             }
         }
         catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or OperationCanceledException)

@@ -11,7 +11,7 @@ namespace DEngine.Orleans.Snapshots;
 /// <inheritdoc cref="ISnapshotServerGrain" />
 [Reentrant]
 [SiloIdentityPlacement]
-public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<DEngineOptions> options, ILogger<SnapshotServerGrain> logger) : Grain, ISnapshotServerGrain
+public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<DEngineOptions> options, TimeProvider time, ILogger<SnapshotServerGrain> logger) : Grain, ISnapshotServerGrain
 {
     /// <summary>Largest chunk served.</summary>
     public const int MaxChunkBytes = 1024 * 1024;
@@ -55,7 +55,7 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
         var name = this.GetPrimaryKeyString();
         return Task.Run(async () =>
         {
-            var deadline = DateTime.UtcNow + options.Value.HandoverWait;
+            var deadline = time.GetUtcNow() + options.Value.HandoverWait;
             while (true)
             {
                 if (store.TryGetOpen(partition, out var open))
@@ -78,11 +78,11 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
                         store.Close(engine);
                     }
                 }
-                catch (DEngineException) when (DateTime.UtcNow < deadline)
+                catch (DEngineException) when (time.GetUtcNow() < deadline)
                 {
                     // An activation here is opening or closing it right now: look again.
                 }
-                await Task.Delay(50);
+                await Task.Delay(TimeSpan.FromMilliseconds(50), time);
             }
         });
 
@@ -93,9 +93,9 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
     /// Opens the partition's database once no activation on this silo holds it. This is the fence
     /// against a stale writer: while an activation here can still write, no checkpoint leaves.
     /// </summary>
-    private async Task<RocksDbStateMachine> OpenWhenReleasedAsync(int partition)
+    private async Task<IStateMachine> OpenWhenReleasedAsync(int partition)
     {
-        var deadline = DateTime.UtcNow + options.Value.HandoverWait;
+        var deadline = time.GetUtcNow() + options.Value.HandoverWait;
         while (true)
         {
             if (!store.IsOpen(partition))
@@ -104,17 +104,17 @@ public sealed partial class SnapshotServerGrain(PartitionStore store, IOptions<D
                 {
                     return store.Open(partition);
                 }
-                catch (DEngineException) when (DateTime.UtcNow < deadline)
+                catch (DEngineException) when (time.GetUtcNow() < deadline)
                 {
                     // The previous activation is between closing RocksDB and releasing its lock.
                 }
             }
-            if (DateTime.UtcNow >= deadline)
+            if (time.GetUtcNow() >= deadline)
             {
                 throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {partition} is still open on silo '{this.GetPrimaryKeyString()}' after {options.Value.HandoverWait.TotalSeconds:0} s: an activation there can still write, so no checkpoint is handed over. Retry once it has moved.", partition);
             }
             // The partition's activation on this silo is still closing its database.
-            await Task.Delay(100);
+            await Task.Delay(TimeSpan.FromMilliseconds(100), time);
         }
     }
 

@@ -16,7 +16,7 @@ public sealed class PartitionStore
     private readonly DEngineOptions _options;
     private readonly TimeProvider _time;
     private readonly Lazy<Cache> _cache;
-    private readonly ConcurrentDictionary<int, RocksDbStateMachine> _open = new();
+    private readonly ConcurrentDictionary<int, IStateMachine> _open = new();
 
     /// <summary>Creates the store and its gauges.</summary>
     public PartitionStore(IOptions<DEngineOptions> options, TimeProvider time, IMeterFactory meters)
@@ -44,7 +44,7 @@ public sealed class PartitionStore
     public bool IsOpen(int partition) => _open.ContainsKey(partition);
 
     /// <summary>The engine of <paramref name="partition"/> if its database is open on this silo now.</summary>
-    public bool TryGetOpen(int partition, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out RocksDbStateMachine engine) => _open.TryGetValue(partition, out engine);
+    public bool TryGetOpen(int partition, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out IStateMachine engine) => _open.TryGetValue(partition, out engine);
 
     /// <summary>Whether this silo has a directory for <paramref name="partition"/> (it may hold its data).</summary>
     public bool HasData(int partition) => Directory.Exists(PartitionPath(partition));
@@ -53,16 +53,16 @@ public sealed class PartitionStore
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>Opens (creating if needed) the engine of <paramref name="partition"/>. Blocking I/O: call off the grain's turn.</summary>
-    public RocksDbStateMachine Open(int partition) => OpenWith(partition, _options.Durability);
+    public IStateMachine Open(int partition) => OpenWith(partition, _options.Durability);
 
     /// <summary>
     /// Opens the engine of a replicated partition's copy: Relaxed durability (apply never fsyncs, reads
     /// are live), because the copy's log makes entries durable and only committed entries are applied.
     /// Blocking I/O: call off the grain's turn.
     /// </summary>
-    public RocksDbStateMachine OpenReplicated(int partition) => OpenWith(partition, DurabilityMode.Relaxed);
+    public IStateMachine OpenReplicated(int partition) => OpenWith(partition, DurabilityMode.Relaxed);
 
-    private RocksDbStateMachine OpenWith(int partition, DurabilityMode durability)
+    private IStateMachine OpenWith(int partition, DurabilityMode durability)
     {
         var engine = new RocksDbStateMachine(PartitionPath(partition), new RocksDbStateMachineOptions
         {
@@ -80,9 +80,9 @@ public sealed class PartitionStore
     }
 
     /// <summary>Flushes and closes an engine opened by <see cref="Open"/>. Blocking I/O: call off the grain's turn.</summary>
-    public void Close(RocksDbStateMachine engine)
+    public void Close(IStateMachine engine)
     {
-        _open.TryRemove(new KeyValuePair<int, RocksDbStateMachine>(engine.PartitionId, engine));
+        _open.TryRemove(new KeyValuePair<int, IStateMachine>(engine.PartitionId, engine));
         try
         {
             engine.Flush();

@@ -1,6 +1,6 @@
 using System.IO.Hashing;
 
-namespace DEngine.Client;
+namespace DEngine.Orleans;
 
 /// <summary>
 /// Maps keys to partitions. The mapping is part of the data format and never changes:
