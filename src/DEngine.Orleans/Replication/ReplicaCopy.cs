@@ -1,6 +1,7 @@
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Replication;
+using DEngine.StateMachine.Snapshots;
 
 namespace DEngine.Orleans.Replication;
 
@@ -26,7 +27,9 @@ namespace DEngine.Orleans.Replication;
 /// with another term is an uncommitted suffix, cut off before the primary's entries are appended.</item>
 /// <item>A message of a lower configuration version than the highest seen is refused
 /// (<see cref="AppendStatus.StaleVersion"/>): a deposed primary can never again gather
-/// acknowledgements from this copy, so it can neither commit nor hold a read lease.</item>
+/// acknowledgements from this copy, so it can neither commit nor hold a read lease. The highest
+/// version seen is stored durably (a small file next to the log) before anything of that version is
+/// acknowledged, so a restart does not forget it.</item>
 /// <item>The state machine is not fsynced by apply (the engine runs with Relaxed durability): after a
 /// crash it comes back at some applied index, and the constructor replays the committed log from
 /// there. The log forgets entries only up to what a <see cref="IStateMachine.SyncWal"/> made durable
@@ -47,8 +50,12 @@ public sealed class ReplicaCopy : IDisposable
     private readonly IStateMachine _engine;
     private readonly ReplicatedLog _log;
     private readonly ulong _compactEvery;
+    private readonly Action<IStateMachine> _closeEngine;
+    private readonly string? _versionFile;
+    private readonly TimeProvider _time;
     private ulong _version;
     private ulong _appliedSinceCompaction;
+    private long _lastAcknowledgedAt;
 
     /// <summary>
     /// Takes over <paramref name="engine"/> and <paramref name="log"/> (both disposed with this copy)
@@ -58,7 +65,10 @@ public sealed class ReplicaCopy : IDisposable
     /// <param name="engine">The state machine; opened with Relaxed durability, its reads live.</param>
     /// <param name="log">The replica's durable log.</param>
     /// <param name="compactEvery">Applied entries between two log compactions (each costs one state-machine fsync).</param>
-    public ReplicaCopy(int partition, IStateMachine engine, ReplicatedLog log, ulong compactEvery = 65_536)
+    /// <param name="versionFile">Where the highest version seen is kept durably; null keeps it in memory only (tests).</param>
+    /// <param name="time">The clock of <see cref="LastAcknowledgedAt"/>.</param>
+    /// <param name="closeEngine">Closes the engine on <see cref="Dispose"/> (default: dispose it).</param>
+    public ReplicaCopy(int partition, IStateMachine engine, ReplicatedLog log, ulong compactEvery = 65_536, string? versionFile = null, TimeProvider? time = null, Action<IStateMachine>? closeEngine = null)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(log);
@@ -66,7 +76,13 @@ public sealed class ReplicaCopy : IDisposable
         _engine = engine;
         _log = log;
         _compactEvery = Math.Max(1, compactEvery);
-        _version = Math.Max(log.Last.Term, engine.LastApplied.Term);
+        _versionFile = versionFile;
+        _time = time ?? TimeProvider.System;
+        _closeEngine = closeEngine ?? (e => e.Dispose());
+        // Before this open the copy may have acknowledged a primary an instant ago: count the open as
+        // an acknowledgement, so a new primary waits out a lease that may still run.
+        _lastAcknowledgedAt = _time.GetTimestamp();
+        _version = Math.Max(Math.Max(log.Last.Term, engine.LastApplied.Term), ReadVersion(versionFile, partition));
         if (log.Last.Index < engine.LastApplied.Index)
         {
             // The state machine is ahead of the whole log: data written before this partition was
@@ -97,6 +113,22 @@ public sealed class ReplicaCopy : IDisposable
         }
     }
 
+    /// <summary>
+    /// When this copy last acknowledged a primary's message (a <see cref="TimeProvider.GetTimestamp"/>
+    /// value; the open counts as one). A primary's lease depends on this copy's acknowledgements, so
+    /// once this copy is promoted past it, that primary's lease ends at most a lease after this instant.
+    /// </summary>
+    public long LastAcknowledgedAt
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _lastAcknowledgedAt;
+            }
+        }
+    }
+
     /// <summary>Where the log and the state machine stand.</summary>
     public CopyPosition Position
     {
@@ -122,7 +154,7 @@ public sealed class ReplicaCopy : IDisposable
             {
                 return false;
             }
-            _version = version;
+            RaiseVersion(version);
             return true;
         }
     }
@@ -142,7 +174,6 @@ public sealed class ReplicaCopy : IDisposable
             {
                 return Answer(AppendStatus.StaleVersion);
             }
-            _version = request.Version;
             var entries = request.Entries ?? [];
             for (var i = 0; i < entries.Length; i++)
             {
@@ -150,6 +181,10 @@ public sealed class ReplicaCopy : IDisposable
                 {
                     throw new DEngineException(DEngineErrorCode.InvalidArgument, $"A replication message from '{request.Primary}' (version {request.Version}) has entries that do not continue index {request.PrevIndex} one by one, or carry a term above the sender's version; nothing was appended.", Partition, request.PrevIndex + 1 + (ulong)i);
                 }
+            }
+            if (request.Version > _version)
+            {
+                RaiseVersion(request.Version);
             }
             if (!Holds(request.PrevIndex, request.PrevTerm))
             {
@@ -181,6 +216,7 @@ public sealed class ReplicaCopy : IDisposable
                 _log.RecordCommit(commit, sync: false);
             }
             ApplyCommitted();
+            _lastAcknowledgedAt = _time.GetTimestamp();
             return Answer(AppendStatus.Appended);
         }
     }
@@ -249,20 +285,25 @@ public sealed class ReplicaCopy : IDisposable
 
     /// <summary>
     /// Lets the log forget what the state machine holds durably: one state-machine fsync, then the log
-    /// is compacted up to the index it covered. Runs after every <c>compactEvery</c> applied entries.
+    /// is compacted up to the index it covered. Runs after every <c>compactEvery</c> applied entries (also from every apply).
     /// </summary>
     public void CompactIfDue()
     {
         lock (_gate)
         {
-            if (_appliedSinceCompaction < _compactEvery)
-            {
-                return;
-            }
-            _appliedSinceCompaction = 0;
-            var durable = _engine.SyncWal();
-            _log.CompactThrough(Math.Min(durable, _log.CommitIndex));
+            CompactIfDueLocked();
         }
+    }
+
+    private void CompactIfDueLocked()
+    {
+        if (_appliedSinceCompaction < _compactEvery)
+        {
+            return;
+        }
+        _appliedSinceCompaction = 0;
+        var durable = _engine.SyncWal();
+        _log.CompactThrough(Math.Min(durable, _log.CommitIndex));
     }
 
     /// <inheritdoc />
@@ -271,7 +312,7 @@ public sealed class ReplicaCopy : IDisposable
         lock (_gate)
         {
             _log.Dispose();
-            _engine.Dispose();
+            _closeEngine(_engine);
         }
     }
 
@@ -283,6 +324,31 @@ public sealed class ReplicaCopy : IDisposable
             return false;
         }
         return index < _log.Base.Index || _log.TermAt(index) == term;
+    }
+
+    /// <summary>Stores a higher version durably, then takes it (so no restart forgets a version this copy acted on).</summary>
+    private void RaiseVersion(ulong version)
+    {
+        if (_versionFile is not null)
+        {
+            DurableFiles.ReplaceAtomically(_versionFile, System.Text.Encoding.ASCII.GetBytes(version.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n"));
+        }
+        _version = version;
+    }
+
+    private static ulong ReadVersion(string? path, int partition)
+    {
+        if (path is null || !File.Exists(path))
+        {
+            return 0;
+        }
+        var text = File.ReadAllText(path).Trim();
+        if (!ulong.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var version))
+        {
+            // Written atomically (temp, fsync, rename): damage is a disk problem, not a torn write.
+            throw new DEngineException(DEngineErrorCode.StorageFailure, $"The copy's version file {path} is damaged (\"{text}\"); it must name the highest configuration version this copy has seen. Restore it or remove the copy's log directory to rebuild the copy.", partition);
+        }
+        return version;
     }
 
     private AppendResponse Answer(AppendStatus status) =>
@@ -311,6 +377,7 @@ public sealed class ReplicaCopy : IDisposable
             next = chunk[^1].Index + 1;
             _appliedSinceCompaction += (ulong)chunk.Count;
         }
+        CompactIfDueLocked();
         return results;
     }
 }

@@ -11,7 +11,7 @@ namespace DEngine.Orleans.Replication;
 /// database (opened with Relaxed durability: the log makes entries durable, see
 /// <see cref="ReplicaCopy"/>) and its log in <c>{DataRoot}/logs/{partition}</c>.
 /// </summary>
-public sealed class ReplicaRegistry(PartitionStore store) : IDisposable
+public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : IDisposable
 {
     private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
     private readonly object _closeGate = new();
@@ -81,7 +81,8 @@ public sealed class ReplicaRegistry(PartitionStore store) : IDisposable
         var engine = store.OpenReplicated(partition);
         try
         {
-            return new ReplicaCopy(partition, engine, ReplicatedLog.Open(LogPath(partition), partition, store.Time));
+            var log = LogPath(partition);
+            return new ReplicaCopy(partition, engine, ReplicatedLog.Open(log, partition, store.Time), versionFile: log + ".version", time: time, closeEngine: store.Close);
         }
         catch
         {
