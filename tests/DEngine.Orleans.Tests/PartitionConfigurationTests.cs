@@ -27,7 +27,7 @@ public sealed class ConfigurationSilo : IAsyncDisposable
 
     public IPartitionConfigurationGrain Configuration(int partition) => Grains.GetGrain<IPartitionConfigurationGrain>(partition);
 
-    public static async Task<ConfigurationSilo> StartAsync(string root, SharedGrainStorage? records = null)
+    public static async Task<ConfigurationSilo> StartAsync(string root, IGrainStorage? records = null)
     {
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((siloOptions, silo) =>
@@ -59,7 +59,7 @@ public sealed class ConfigurationSiloFixture : IAsyncLifetime
 {
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-config-" + Guid.NewGuid().ToString("N"));
 
-    public SharedGrainStorage Records { get; } = new();
+    public FaultyRecords Records { get; } = new(new SharedGrainStorage());
 
     public ConfigurationSilo Silo { get; private set; } = null!;
 
@@ -70,6 +70,44 @@ public sealed class ConfigurationSiloFixture : IAsyncLifetime
         await Silo.DisposeAsync();
         Directory.Delete(Root, recursive: true);
     }
+}
+
+/// <summary>A record store whose next configuration write fails, before or after it is stored (a store that is down; a timeout after the write).</summary>
+public sealed class FaultyRecords(IGrainStorage inner) : IGrainStorage
+{
+    public enum Fault
+    {
+        None,
+        FailBeforeStoring,
+        FailAfterStoring,
+    }
+
+    private int _next;
+
+    /// <summary>The fault of the configuration writes from now on.</summary>
+    public Fault Next
+    {
+        get => (Fault)Volatile.Read(ref _next);
+        set => Volatile.Write(ref _next, (int)value);
+    }
+
+    public Task ReadStateAsync<T>(string stateName, global::Orleans.Runtime.GrainId grainId, IGrainState<T> grainState) => inner.ReadStateAsync(stateName, grainId, grainState);
+
+    public async Task WriteStateAsync<T>(string stateName, global::Orleans.Runtime.GrainId grainId, IGrainState<T> grainState)
+    {
+        var fault = stateName == "configuration" ? Next : Fault.None;
+        if (fault == Fault.FailBeforeStoring)
+        {
+            throw new IOException($"Injected failure before storing '{stateName}' of {grainId}.");
+        }
+        await inner.WriteStateAsync(stateName, grainId, grainState);
+        if (fault == Fault.FailAfterStoring)
+        {
+            throw new IOException($"Injected failure after storing '{stateName}' of {grainId}.");
+        }
+    }
+
+    public Task ClearStateAsync<T>(string stateName, global::Orleans.Runtime.GrainId grainId, IGrainState<T> grainState) => inner.ClearStateAsync(stateName, grainId, grainState);
 }
 
 /// <summary>The configuration store: compare-and-swap on the version is the only way to change a partition's configuration.</summary>
@@ -191,7 +229,7 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
         var v1 = PartitionConfiguration.Empty.Next(A, [A, B, C]);
         Assert.True((await store.CompareAndSwap(0, v1)).Won);
 
-        fixture.Records.FailWrites = state => state == "configuration";
+        fixture.Records.Next = FaultyRecords.Fault.FailBeforeStoring;
         DEngineException error;
         try
         {
@@ -201,7 +239,7 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
         }
         finally
         {
-            fixture.Records.FailWrites = null;
+            fixture.Records.Next = FaultyRecords.Fault.None;
         }
 
         // The store works again: the same proposal from the still-stored version wins.
@@ -209,6 +247,31 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
         var retried = await store.CompareAndSwap(1, v1.Without("c").Next());
         Assert.True(retried.Won);
         Assert.Equal(v1.Without("c").Next(), await store.Get());
+    }
+
+    [Fact]
+    public async Task A_store_write_whose_outcome_is_unknown_surfaces_StorageFailure_and_the_next_read_returns_what_the_store_holds()
+    {
+        var store = fixture.Silo.Configuration(7);
+        var v1 = PartitionConfiguration.Empty.Next(A, [A, B, C]);
+        Assert.True((await store.CompareAndSwap(0, v1)).Won);
+        var v2 = v1.Without("c").Next();
+
+        fixture.Records.Next = FaultyRecords.Fault.FailAfterStoring;
+        try
+        {
+            Assert.Equal(DEngineErrorCode.StorageFailure, (await Assert.ThrowsAsync<DEngineException>(() => store.CompareAndSwap(1, v2))).Code);
+        }
+        finally
+        {
+            fixture.Records.Next = FaultyRecords.Fault.None;
+        }
+
+        // The store took it: a read learns so, and a proposal from the old version loses to it.
+        Assert.Equal(v2, await store.Get());
+        var late = await store.CompareAndSwap(1, v1.WithPrimary(B).Next());
+        Assert.False(late.Won);
+        Assert.Equal(v2, late.Current);
     }
 }
 

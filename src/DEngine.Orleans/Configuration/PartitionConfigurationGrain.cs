@@ -48,7 +48,6 @@ public sealed partial class PartitionConfigurationGrain(
             return new ConfigurationChange(false, current);
         }
 
-        var previous = record.State;
         record.State = proposed;
         try
         {
@@ -56,9 +55,9 @@ public sealed partial class PartitionConfigurationGrain(
         }
         catch (Exception ex) when (ex is not DEngineException)
         {
-            // The store may have taken the write before it failed (a Redis timeout): keep the old
-            // state for this activation's callers, and deactivate so the next one reads the store again.
-            record.State = previous;
+            // The store may or may not have taken the write (a Redis timeout, a failed fsync after the
+            // rename): this activation's state and ETag are no longer known to match it. Discard the
+            // activation; calls queued behind this one go to a new activation, which reads the store.
             DeactivateOnIdle();
             LogWriteFailed(Partition, proposed.Version, ex);
             throw new DEngineException(DEngineErrorCode.StorageFailure, $"Storing configuration version {proposed.Version} failed ({ex.Message}); it may or may not be stored. Read the configuration again before proposing.", Partition, inner: ex);
@@ -70,6 +69,6 @@ public sealed partial class PartitionConfigurationGrain(
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} configuration changed from {Previous} to {Next}.")]
     private partial void LogChanged(int partition, string previous, string next);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: storing configuration version {Version} failed; the activation keeps the previous one and deactivates.")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: storing configuration version {Version} failed; the activation deactivates and the next one reads the store again.")]
     private partial void LogWriteFailed(int partition, ulong version, Exception exception);
 }
