@@ -1,3 +1,4 @@
+using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Placement;
@@ -44,6 +45,7 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<DataRootLock>();
         services.TryAddSingleton<Replication.ReplicaRegistry>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
+        services.TryAddSingleton(sp => sp.GetRequiredService<DataRootLock>().Incarnation);
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
