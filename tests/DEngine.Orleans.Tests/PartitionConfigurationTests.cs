@@ -176,9 +176,9 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
 
     [Theory]
     [InlineData(0ul, 0ul)]
-    [InlineData(0ul, 2ul)]
     [InlineData(1ul, 1ul)]
-    public async Task A_proposal_whose_version_is_not_the_expected_one_plus_one_is_refused_with_InvalidArgument_and_nothing_is_stored(ulong expected, ulong proposedVersion)
+    [InlineData(2ul, 1ul)]
+    public async Task A_proposal_whose_version_is_not_above_the_expected_one_is_refused_with_InvalidArgument_and_nothing_is_stored(ulong expected, ulong proposedVersion)
     {
         var store = fixture.Silo.Configuration(4);
         var before = await store.Get();
@@ -186,8 +186,20 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
         var error = await Assert.ThrowsAsync<DEngineException>(() => store.CompareAndSwap(expected, new PartitionConfiguration(proposedVersion, A, [A])));
 
         Assert.Equal(DEngineErrorCode.InvalidArgument, error.Code);
-        Assert.Contains("must have version", error.Message);
+        Assert.Contains("must have a higher version", error.Message);
         Assert.Equal(before, await store.Get());
+    }
+
+    [Fact]
+    public async Task A_proposal_may_skip_versions_to_outbid_what_replicas_have_seen()
+    {
+        var store = fixture.Silo.Configuration(6);
+        var jump = new PartitionConfiguration(7, A, [A]);
+
+        var change = await store.CompareAndSwap(0, jump);
+
+        Assert.True(change.Won);
+        Assert.Equal(jump, await store.Get());
     }
 
     [Fact]

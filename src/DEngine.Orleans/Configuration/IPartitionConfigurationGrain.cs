@@ -20,8 +20,9 @@ public interface IPartitionConfigurationGrain : IGrainWithIntegerKey
     /// </summary>
     /// <exception cref="DEngineException">
     /// InvalidArgument when <paramref name="proposed"/> breaks a rule of
-    /// <see cref="PartitionConfiguration.TryValidate"/> or its version is not
-    /// <paramref name="expectedVersion"/> + 1 (nothing is stored). StorageFailure when the record store
+    /// <see cref="PartitionConfiguration.TryValidate"/> or its version is not above
+    /// <paramref name="expectedVersion"/> (nothing is stored; normally it is expected + 1, higher only to
+    /// outbid a version replicas have seen beyond a restored record). StorageFailure when the record store
     /// failed: the outcome is unknown, so read it again with <see cref="Get"/> before deciding.
     /// </exception>
     Task<ConfigurationChange> CompareAndSwap(ulong expectedVersion, PartitionConfiguration proposed);

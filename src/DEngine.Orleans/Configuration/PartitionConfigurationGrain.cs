@@ -34,9 +34,11 @@ public sealed partial class PartitionConfigurationGrain(
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, $"No configuration can follow version {expectedVersion} (the last one); nothing was stored.", Partition);
         }
-        if (proposed.Version != expectedVersion + 1)
+        // Usually expected + 1. Higher is allowed: a new primary whose replicas have seen a version above
+        // the stored one (a record store restored from an older backup) must outbid what they saw.
+        if (proposed.Version <= expectedVersion)
         {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"A configuration proposed over version {expectedVersion} must have version {expectedVersion + 1} (was {proposed.Version}); nothing was stored.", Partition);
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"A configuration proposed over version {expectedVersion} must have a higher version (was {proposed.Version}); nothing was stored.", Partition);
         }
         if (!proposed.TryValidate(out var problem))
         {
