@@ -237,6 +237,12 @@ public sealed partial class StateMachineGrain(
     }
 
     /// <inheritdoc />
+    ulong IChunkCommitter.NextIndex(OpenPartition open) => open.Engine.LastApplied.Index + 1;
+
+    /// <inheritdoc />
+    Task IChunkCommitter.ReadyForNext(Task lastCommit) => lastCommit;
+
+    /// <inheritdoc />
     public async Task<EntryOutcome[]> ApplyChunk(Entry[] entries)
     {
         var open = Serving();

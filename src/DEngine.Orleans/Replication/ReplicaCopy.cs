@@ -398,6 +398,10 @@ public sealed record CopyPosition(
     [property: global::Orleans.Id(4)] ulong Applied,
     [property: global::Orleans.Id(5)] ulong BaseIndex)
 {
+    /// <summary>The incarnation of the data directory the copy is in (set by its endpoint), or null.</summary>
+    [global::Orleans.Id(6)]
+    public string? Incarnation { get; init; }
+
     /// <summary>The last entry as a position (to compare logs: higher term first, then index).</summary>
     public LogPosition Last => new(LastIndex, LastTerm);
 }

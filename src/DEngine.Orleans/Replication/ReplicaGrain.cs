@@ -54,7 +54,7 @@ public static class ReplicaKey
 /// it outlives this activation (and is shared with a primary on the same silo).
 /// </remarks>
 [ReplicaPlacement]
-public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails silo) : Grain, IReplicaGrain
+public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails silo, Configuration.SiloIncarnation incarnation) : Grain, IReplicaGrain
 {
     private int _partition = -1;
 
@@ -83,14 +83,14 @@ public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails sil
     }
 
     /// <inheritdoc />
-    public Task<CopyPosition> Describe() => Task.Run(() => registry.Open(_partition).Position);
+    public Task<CopyPosition> Describe() => Task.Run(() => registry.Open(_partition).Position with { Incarnation = incarnation.Value });
 
     /// <inheritdoc />
     public Task<CopyPosition> Promote(ulong version) => Task.Run(() =>
     {
         var copy = registry.Open(_partition);
         copy.Promote(version);
-        return copy.Position;
+        return copy.Position with { Incarnation = incarnation.Value };
     });
 
     /// <inheritdoc />
