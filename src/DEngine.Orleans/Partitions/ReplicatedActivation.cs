@@ -62,10 +62,10 @@ public sealed partial class ReplicatedActivation(
                 DataSilo = config.Primary?.Silo == identity ? null : config.Primary?.Silo;
                 throw Unavailable($"this silo's data directory is a new one (incarnation {incarnation.Value}, the configuration names {me.Incarnation}): its copy holds none of the acknowledged entries and must not serve. Retry; another replica takes over.");
             }
-            if (config.Primary is { } primary && primary.Silo != identity && members.IsActive(primary.Silo))
+            if (config.Primary is { } current && current.Silo != identity && members.IsActive(current.Silo))
             {
-                DataSilo = primary.Silo;
-                throw Unavailable($"its primary is silo '{primary.Silo}', which is active. Retry.");
+                DataSilo = current.Silo;
+                throw Unavailable($"its primary is silo '{current.Silo}', which is active. Retry.");
             }
         }
         var copy = await Task.Run(() => registry.Open(partition));

@@ -158,6 +158,11 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// <inheritdoc />
     public Task<IReadOnlyList<ApplyResult>> Commit(OpenPartition partition, IReadOnlyList<ApplyEntry> chunk)
     {
+        if (Replicator.Failed.IsCompleted)
+        {
+            // Never sequenced: not applied anywhere, safe to retry at the current primary.
+            throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: this primary stopped ({Replicator.Failed.Result.Detail}); nothing of this write was applied. Retry.", _partition);
+        }
         ThrowIfTooFewReplicas();
         var entries = new Entry[chunk.Count];
         for (var i = 0; i < entries.Length; i++)
@@ -253,6 +258,21 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         finally
         {
             _maintaining = false;
+        }
+    }
+
+    /// <summary>
+    /// Names <paramref name="silo"/>, a replica, as the primary in the stored configuration (the caller
+    /// then migrates the activation there, which takes over with a higher version). Throws
+    /// InvalidArgument when it holds no replica.
+    /// </summary>
+    public async Task HandOverAsync(string silo)
+    {
+        var replica = Configuration.Find(silo)
+            ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{silo}' holds no replica of partition {_partition} (replicas: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}); a replicated partition's primary moves only to one of its replicas.", _partition);
+        if (!await ChangeAsync(Configuration.WithPrimary(replica)))
+        {
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: its configuration changed during the handover. Retry.", _partition);
         }
     }
 

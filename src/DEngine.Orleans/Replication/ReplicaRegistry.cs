@@ -14,11 +14,28 @@ namespace DEngine.Orleans.Replication;
 public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : IDisposable
 {
     private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
+    private readonly ConcurrentDictionary<int, byte> _primaries = new();
     private readonly object _closeGate = new();
     private bool _closed;
 
     /// <summary>The directory of partition <paramref name="partition"/>'s log.</summary>
     public string LogPath(int partition) => Path.Combine(store.DataRoot, "logs", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The partitions whose primary runs on this silo now (for the handover at shutdown).</summary>
+    public IReadOnlyCollection<int> Primaries => _primaries.Keys.ToArray();
+
+    /// <summary>Records that the primary of <paramref name="partition"/> runs here (true) or no longer does (false).</summary>
+    public void SetPrimary(int partition, bool here)
+    {
+        if (here)
+        {
+            _primaries[partition] = 0;
+        }
+        else
+        {
+            _primaries.TryRemove(partition, out _);
+        }
+    }
 
     /// <summary>The partitions with a copy open here now.</summary>
     public IReadOnlyCollection<int> OpenPartitions => _copies.Where(c => c.Value.IsValueCreated).Select(c => c.Key).ToArray();
