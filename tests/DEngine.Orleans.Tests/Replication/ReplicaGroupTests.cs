@@ -19,13 +19,20 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     private async Task<PartitionConfiguration> ConfigurationOf(int partition) =>
         await cluster.Grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
 
-    /// <summary>Writes keys to <paramref name="partition"/> until one is acknowledged (a first write activates the partition).</summary>
-    private async Task<(byte[] Key, ulong Index)> PutAsync(int partition, string value)
+    /// <summary>Writes <paramref name="value"/> under a fresh key of <paramref name="partition"/>; returns the key once acknowledged.</summary>
+    private async Task<byte[]> PutAsync(int partition, string value)
     {
         var key = InPartition(partition);
-        var index = await cluster.Client.PutAsync(key, B(value));
-        return (key, index);
+        await cluster.Client.PutAsync(key, B(value));
+        return key;
     }
+
+    /// <summary>The primary's applied index: everything acknowledged so far is at or below it.</summary>
+    private async Task<ulong> AppliedAsync(int partition) => (await cluster.Client.GetPartitionStatusAsync(partition)).AppliedIndex;
+
+    /// <summary>Waits until <paramref name="partition"/> has three replicas again (an earlier test may have stopped a silo).</summary>
+    private Task SettledAsync(int partition) =>
+        WaitUntilAsync(async () => (await ConfigurationOf(partition)).Replicas.Length == 3, $"partition {partition} has three replicas");
 
     private async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
     {
@@ -44,20 +51,23 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     public async Task A_write_is_acknowledged_only_once_every_replica_has_it_in_its_log()
     {
         const int partition = 1;
-        var acked = new List<(byte[] Key, ulong Index)>();
+        await PutAsync(partition, "activate");
+        await SettledAsync(partition);
+        var acked = new List<byte[]>();
         for (var i = 0; i < 20; i++)
         {
             acked.Add(await PutAsync(partition, $"v{i}"));
         }
         var config = await ConfigurationOf(partition);
         Assert.Equal(3, config.Replicas.Length);
-        var last = acked.Max(a => a.Index);
+        // Applied at the primary means committed: in every replica's log.
+        var last = await AppliedAsync(partition);
         foreach (var replica in config.Replicas)
         {
             Assert.True(cluster.RegistryOf(replica.Silo).TryGet(partition, out var copy), $"silo {replica.Silo} has no open copy");
             Assert.True(copy.Position.LastIndex >= last, $"silo {replica.Silo}'s log ends at {copy.Position.LastIndex}, below the acknowledged {last}");
         }
-        var values = await cluster.Client.GetMultiAsync(acked.Select(a => a.Key).ToArray());
+        var values = await cluster.Client.GetMultiAsync(acked.ToArray());
         Assert.Equal(Enumerable.Range(0, 20).Select(i => $"v{i}"), values.Select(S));
         var status = await cluster.Client.GetPartitionStatusAsync(partition);
         Assert.NotNull(status.Replication);
@@ -83,12 +93,13 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     {
         // A partition led by the first silo (tests never stop it); one of its replicas goes away.
         var partition = await PartitionLedByAsync(cluster.LiveSilos[0]);
+        await SettledAsync(partition);
         var config = await ConfigurationOf(partition);
         var victim = config.Replicas.Select(r => r.Silo).First(s => s != config.Primary!.Silo);
         await cluster.StopSiloAsync(victim, kill: true);
         try
         {
-            var during = new List<(byte[] Key, ulong Index)>();
+            var during = new List<byte[]>();
             for (var i = 0; i < 10; i++)
             {
                 during.Add(await PutAsync(partition, $"during-{i}"));
@@ -96,11 +107,11 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
             var shrunk = await ConfigurationOf(partition);
             Assert.DoesNotContain(shrunk.Replicas, r => r.Silo == victim);
             Assert.True(shrunk.Version > config.Version);
-            Assert.Equal(during.Select((_, i) => $"during-{i}"), (await cluster.Client.GetMultiAsync(during.Select(d => d.Key).ToArray())).Select(S));
+            Assert.Equal(during.Select((_, i) => $"during-{i}"), (await cluster.Client.GetMultiAsync(during.ToArray())).Select(S));
 
             await cluster.StartSiloAsync(victim);
             await WaitUntilAsync(async () => (await ConfigurationOf(partition)).Contains(victim), $"silo {victim} is a replica again");
-            var last = during.Max(d => d.Index);
+            var last = await AppliedAsync(partition);
             Assert.True(cluster.RegistryOf(victim).TryGet(partition, out var copy));
             Assert.True(copy.Position.LastIndex >= last, $"the returned replica's log ends at {copy.Position.LastIndex}, below {last}");
         }
@@ -118,8 +129,9 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     {
         var leader = cluster.LiveSilos[1];
         var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
         var before = await ConfigurationOf(partition);
-        var acked = new List<(byte[] Key, ulong Index)>();
+        var acked = new List<byte[]>();
         for (var i = 0; i < 20; i++)
         {
             acked.Add(await PutAsync(partition, $"before-{i}"));
@@ -132,7 +144,7 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
             var after = await ConfigurationOf(partition);
             Assert.NotEqual(leader, after.Primary!.Silo);
             Assert.True(after.Version > before.Version);
-            var values = await cluster.Client.GetMultiAsync(acked.Select(a => a.Key).ToArray());
+            var values = await cluster.Client.GetMultiAsync(acked.ToArray());
             Assert.Equal([.. Enumerable.Range(0, 20).Select(i => $"before-{i}"), "after"], values.Select(S));
             var status = await cluster.Client.GetPartitionStatusAsync(partition);
             Assert.Equal(after.Primary.Silo, ClusterFixture.SiloOf(status));
