@@ -195,7 +195,7 @@ public sealed class PartitionConfigurationTests(ConfigurationSiloFixture fixture
     [Fact]
     public async Task A_proposal_may_skip_versions_to_outbid_what_replicas_have_seen()
     {
-        var store = fixture.Silo.Configuration(6);
+        var store = fixture.Silo.Configuration(100);
         var jump = new PartitionConfiguration(7, A, [A]);
 
         var change = await store.CompareAndSwap(0, jump);
