@@ -132,6 +132,13 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         {
             throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} has {count} replica(s) ({string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}), fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas}: writes are refused (nothing was applied) until another silo holds a copy. Retry.", _partition);
         }
+        // A replica that stopped answering but cannot be removed (the floor) blocks every commit: refuse
+        // rather than queue writes that would wait for it.
+        var silent = Replicator.Unresponsive();
+        if (silent.Count > 0 && !_options.CanWrite(count - silent.Count))
+        {
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: replica(s) {string.Join(", ", silent)} stopped answering and removing them would leave fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas} replicas: writes are refused (nothing was applied) until one answers or another silo catches up. Retry.", _partition);
+        }
     }
 
     /// <summary>A one-line description for status: version, replicas, learners and the floor.</summary>
@@ -220,12 +227,15 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             var wanted = _options.EffectiveFactor(active.Count);
             var progress = Replicator.Progress();
             var learners = progress.Where(p => !p.Member).Select(p => p.Silo).ToHashSet(StringComparer.Ordinal);
-            if (Configuration.Replicas.Length + learners.Count < wanted)
+            // Members that stopped answering (kept only because of the floor) do not count: a silo
+            // catching up in their place lets the floor hold and then lets them be removed.
+            var answering = Configuration.Replicas.Length - Replicator.Unresponsive().Count;
+            if (answering + learners.Count < wanted)
             {
                 // Spread replicas: start after this partition's slot in the name order.
                 foreach (var silo in active.Select((name, i) => (name, i)).OrderBy(x => (x.i - _partition % Math.Max(1, active.Count) + active.Count) % active.Count).Select(x => x.name))
                 {
-                    if (Configuration.Replicas.Length + learners.Count >= wanted)
+                    if (answering + learners.Count >= wanted)
                     {
                         break;
                     }
@@ -237,7 +247,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             }
             foreach (var silo in Replicator.CaughtUpLearners())
             {
-                if (Configuration.Replicas.Length >= _options.Factor || !_members.IsActive(silo))
+                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo))
                 {
                     continue;
                 }
