@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using DEngine.Client;
+using DEngine.Orleans;
 
 namespace DEngine.Cluster.Tests;
 
@@ -65,11 +66,12 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
 
         cluster.KillSilo(1);
         // The group settles on the two others: every partition served, none with silo1 as a replica.
+        IReadOnlyList<DEngine.Orleans.PartitionStatus>? seen = null;
         await WaitUntilAsync(async () =>
         {
-            var statuses = await TryStatusesAsync();
-            return statuses is not null && statuses.All(s => s.Replication is { } r && !r.Contains(cluster.Silos[1].Name, StringComparison.Ordinal));
-        }, "every partition's replicas exclude the killed silo1");
+            seen = await TryStatusesAsync();
+            return seen is not null && seen.All(s => s.Replication is { } r && !ReplicasOf(r).Contains(cluster.Silos[1].Name));
+        }, () => $"every partition's replicas exclude the killed silo1 (last seen: {Describe(seen)})");
         cluster.KillSilo(2);
 
         // Only silo0 is left: below MinReplicas 2 every write is refused with a retryable error, never acknowledged.
@@ -98,7 +100,7 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
 
         await cluster.StartSiloAsync(1);
         await SettledAsync(minReplicas: 2);
-        var values = await cluster.Client.GetMultiAsync(keys.Select(k => Encoding.UTF8.GetBytes(k)).ToArray());
+        var values = await ReadAsync(keys.Select(k => Encoding.UTF8.GetBytes(k)).ToArray());
         var wrong = keys.Zip(values).Where(p => p.Second is null || Encoding.UTF8.GetString(p.Second) != "v-" + p.First).Select(p => p.First).ToArray();
         Assert.True(wrong.Length == 0, $"{wrong.Length} of {keys.Length} acknowledged writes are missing or wrong after the restart, e.g. {string.Join(", ", wrong.Take(5))}");
         foreach (var partition in Enumerable.Range(0, RedisClusterFixture.Partitions))
@@ -152,13 +154,15 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
         {
             settled = await TryStatusesAsync();
             return settled is not null && settled.All(s => s.Replication is { } r && ReplicaCount(r) >= minReplicas && !r.Contains("catching up", StringComparison.Ordinal));
-        }, $"every partition serves with {minReplicas} replicas");
+        }, () => $"every partition serves with {minReplicas} replicas (last seen: {Describe(settled)})");
         return settled!;
     }
 
-    /// <summary>The number of replicas in a status' replication text ("vN: a*, b, c; ...").</summary>
-    private static int ReplicaCount(string replication) =>
-        replication[(replication.IndexOf(':', StringComparison.Ordinal) + 1)..].Split(';')[0].Split(',', StringSplitOptions.RemoveEmptyEntries).Length;
+    /// <summary>The replicas' silo names in a status' replication text ("vN: a*, b, c; ...").</summary>
+    private static string[] ReplicasOf(string replication) =>
+        [.. replication[(replication.IndexOf(':', StringComparison.Ordinal) + 1)..].Split(';')[0].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(r => r.TrimEnd('*'))];
+
+    private static int ReplicaCount(string replication) => ReplicasOf(replication).Length;
 
     private async Task<IReadOnlyList<DEngine.Orleans.PartitionStatus>?> TryStatusesAsync()
     {
@@ -173,23 +177,44 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
         }
     }
 
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) => WaitUntilAsync(condition, () => what);
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, Func<string> what)
     {
         var deadline = DateTime.UtcNow + Phase;
         while (!await condition())
         {
             if (DateTime.UtcNow > deadline)
             {
-                throw new TimeoutException($"not within {Phase}: {what}");
+                throw new TimeoutException($"not within {Phase}: {what()}");
             }
             await Task.Delay(200);
+        }
+    }
+
+    private static string Describe(IReadOnlyList<DEngine.Orleans.PartitionStatus>? statuses) =>
+        statuses is null ? "no complete status" : string.Join(" | ", statuses.Select(s => $"{s.Partition}@{PrimaryOf(s)} {s.Replication}"));
+
+    /// <summary>Reads <paramref name="keys"/>, repeating the read when a call times out (a partition may still be taking over; a read is safe to repeat).</summary>
+    private async Task<IReadOnlyList<byte[]?>> ReadAsync(byte[][] keys)
+    {
+        var deadline = DateTime.UtcNow + Phase;
+        while (true)
+        {
+            try
+            {
+                return await cluster.Client.GetMultiAsync(keys);
+            }
+            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            {
+            }
         }
     }
 
     private async Task AssertAllAcknowledgedPresentAsync(WriteLoad load, KeyValuePair<string, string> extra)
     {
         var acked = load.Acknowledged.ToArray().Append(extra).ToArray();
-        var values = await cluster.Client.GetMultiAsync(acked.Select(p => Encoding.UTF8.GetBytes(p.Key)).ToArray());
+        var values = await ReadAsync(acked.Select(p => Encoding.UTF8.GetBytes(p.Key)).ToArray());
         var missing = acked.Zip(values).Where(p => p.Second is null || Encoding.UTF8.GetString(p.Second) != p.First.Value).Select(p => p.First.Key).ToArray();
         Assert.True(missing.Length == 0, $"{missing.Length} of {acked.Length} acknowledged writes are missing or wrong, e.g. {string.Join(", ", missing.Take(5))}");
     }

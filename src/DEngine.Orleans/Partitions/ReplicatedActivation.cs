@@ -68,6 +68,10 @@ public sealed partial class ReplicatedActivation(
                 throw Unavailable($"its primary is silo '{current.Silo}', which is active. Retry.");
             }
         }
+        // The previous primary was this process's own activation (deactivated: it serves nothing) of the
+        // stored version, which had waited out every older lease: no lease can still run.
+        var ownLeaseOnly = config.Version > 0 && config.Primary?.Silo == identity
+            && registry.LastPrimaryVersion(partition) == config.Version && !registry.Primaries.Contains(partition);
         var copy = await Task.Run(() => registry.Open(partition));
         var others = config.Version > 0
             ? config.Replicas.Select(r => r.Silo).Where(s => s != identity && members.IsActive(s)).ToArray()
@@ -89,7 +93,7 @@ public sealed partial class ReplicatedActivation(
             throw Unavailable($"silo '{change.Current.Primary?.Silo}' became its primary first (version {change.Current.Version}). Retry.");
         }
         await TakeLongestLogAsync(copy, version, answered);
-        var leaseWait = Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
+        var leaseWait = ownLeaseOnly ? TimeSpan.Zero : Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
         var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied);
         await primary.StartAsync(leaseWait);
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);

@@ -144,7 +144,8 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// <summary>A one-line description for status: version, replicas, learners and the floor.</summary>
     public string Describe()
     {
-        var learners = Replicator.Progress().Where(p => !p.Member).Select(p => p.Silo).ToArray();
+        // Learners on silos that are away are shipped to when they return; only live ones are catching up.
+        var learners = Replicator.Progress().Where(p => !p.Member && _members.IsActive(p.Silo)).Select(p => p.Silo).ToArray();
         var count = Configuration.Replicas.Length;
         var text = $"v{Configuration.Version}: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo == Configuration.Primary?.Silo ? r.Silo + "*" : r.Silo))}";
         if (learners.Length > 0)

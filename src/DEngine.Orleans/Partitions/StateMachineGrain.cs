@@ -128,7 +128,7 @@ public sealed partial class StateMachineGrain(
             return;
         }
         _primary = primary;
-        registry.SetPrimary(_partition, true);
+        registry.SetPrimary(_partition, true, primary.Configuration.Version);
         var open = new OpenPartition(primary.Copy.Engine, primary.Configuration.Version);
         _state = new PartitionState.Serving(open);
         _expiry.Rearm();
@@ -169,7 +169,7 @@ public sealed partial class StateMachineGrain(
             await Task.WhenAny(_sequencer.DrainAllAsync(), Task.Delay(_options.Replication.ReplicaTimeout * 2, time));
             _maintenance?.Dispose();
             primary.Stop($"partition {_partition} is deactivating on silo '{_identity}' ({reason.Description})");
-            registry.SetPrimary(_partition, false);
+            registry.SetPrimary(_partition, false, primary.Configuration.Version);
             await _snapshotTask;
             _state = new PartitionState.Closing(null);
             LogDeactivated(_partition, reason.Description);

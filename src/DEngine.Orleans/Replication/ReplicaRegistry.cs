@@ -15,6 +15,7 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : I
 {
     private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
     private readonly ConcurrentDictionary<int, byte> _primaries = new();
+    private readonly ConcurrentDictionary<int, ulong> _lastPrimaryVersion = new();
     private readonly object _closeGate = new();
     private bool _closed;
 
@@ -24,9 +25,18 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : I
     /// <summary>The partitions whose primary runs on this silo now (for the handover at shutdown).</summary>
     public IReadOnlyCollection<int> Primaries => _primaries.Keys.ToArray();
 
-    /// <summary>Records that the primary of <paramref name="partition"/> runs here (true) or no longer does (false).</summary>
-    public void SetPrimary(int partition, bool here)
+    /// <summary>
+    /// The configuration version of the last primary of <paramref name="partition"/> that ran in this
+    /// process, or 0. When it is the stored version and no primary runs here now, the last lease
+    /// holder was that activation, which stopped serving when it deactivated (and had waited out every
+    /// older lease before it served): a new activation here need not wait for a lease.
+    /// </summary>
+    public ulong LastPrimaryVersion(int partition) => _lastPrimaryVersion.TryGetValue(partition, out var version) ? version : 0;
+
+    /// <summary>Records that the primary of <paramref name="partition"/> runs here (true) or no longer does (false), and the configuration version it ran last.</summary>
+    public void SetPrimary(int partition, bool here, ulong version)
     {
+        _lastPrimaryVersion[partition] = version;
         if (here)
         {
             _primaries[partition] = 0;
