@@ -9,7 +9,7 @@ namespace DEngine.Orleans.Configuration;
 /// them is the primary, at a version. The version is the epoch: every entry the primary writes carries
 /// it as its term, and every replication message carries it, so a replica can refuse an older
 /// configuration's primary. Stored by <see cref="IPartitionConfigurationGrain"/> and changed only by
-/// its compare-and-swap, which takes exactly version + 1.
+/// its compare-and-swap, which takes only a higher version (normally version + 1).
 /// </summary>
 /// <param name="Version">The epoch; 0 for a partition that never had a configuration (<see cref="Empty"/>).</param>
 /// <param name="Primary">The replica that sequences and ships entries; null only in a configuration without replicas.</param>
