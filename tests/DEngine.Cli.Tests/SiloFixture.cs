@@ -41,7 +41,7 @@ public sealed class SiloFixture : IAsyncLifetime
         foreach (var arg in new[]
         {
             ProcessRunner.SiloDll, "--data-dir", DataDir, "--silo-port", siloPort.ToString(), "--gateway-port", GatewayPort.ToString(),
-            "--partitions", Partitions.ToString(), "--no-dashboard", "--DEngine:Replication:Factor", "1",
+            "--partitions", Partitions.ToString(), "--no-dashboard",
         })
         {
             start.ArgumentList.Add(arg);

@@ -30,12 +30,12 @@ public sealed class SiloProcessTests(SiloFixture silo) : IClassFixture<SiloFixtu
     {
         var data = Path.Combine(Path.GetTempPath(), "dengine-badconfig-" + Guid.NewGuid().ToString("N"));
         var result = await ProcessRunner.RunAsync(ProcessRunner.SiloDll,
-            ["--data-dir", data, "--no-dashboard", "--DEngine:Replication:Factor", "1", "--DEngine:Replication:MinReplicas", "2"], Timeout);
+            ["--data-dir", data, "--no-dashboard", "--DEngine:Replication:Factor", "2", "--DEngine:Replication:MinReplicas", "3"], Timeout);
 
-        // MinReplicas 2 is valid with the default Factor 3: the refusal shows that Factor 1 arrived.
+        // The message names the factor it checked against: 2 shows the command line's value arrived (the default is 1).
         Assert.Equal(2, result.ExitCode);
         var error = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains("DEngine:Replication:MinReplicas must be between 1 and DEngine:Replication:Factor (1)", error);
+        Assert.Contains("DEngine:Replication:MinReplicas must be between 1 and DEngine:Replication:Factor (2)", error);
         Assert.False(Directory.Exists(data));
     }
 

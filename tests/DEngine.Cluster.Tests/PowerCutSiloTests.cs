@@ -186,7 +186,7 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
         {
             SiloDll, "--name", spec.Name, "--data-dir", dataDir,
             "--silo-port", spec.SiloPort.ToString(), "--gateway-port", spec.GatewayPort.ToString(),
-            "--partitions", Partitions.ToString(), "--no-dashboard", "--DEngine:Replication:Factor", "1",
+            "--partitions", Partitions.ToString(), "--no-dashboard",
         };
         if (primary is not null)
         {

@@ -6,12 +6,12 @@ using DEngine.Orleans;
 namespace DEngine.Cluster.Tests;
 
 /// <summary>
-/// Replica groups of three (the default DEngine:Replication:Factor) on three real silo processes of
-/// the Redis profile, with failure detection tuned to a few seconds: kill -9 of a partition's
-/// primary, and of two of the three silos.
+/// Replica groups of three (DEngine:Replication:Factor 3, as README's Redis example runs) on three
+/// real silo processes of the Redis profile, with failure detection tuned to a few seconds: kill -9
+/// of a partition's primary, and of two of the three silos.
 /// </summary>
-[Collection(ClusterCollection.Name)]
-public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
+[Collection(ReplicatedClusterCollection.Name)]
+public sealed class ReplicaFailoverTests(ReplicatedRedisClusterFixture cluster)
 {
     private static readonly TimeSpan Phase = TimeSpan.FromSeconds(90);
 
@@ -92,7 +92,7 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
             {
                 refused++;
             }
-            catch (Exception ex) when (ex is OrleansException or TimeoutException)
+            catch (Exception ex) when (ex is OrleansException or TimeoutException or OperationCanceledException or DEngineException { Code: DEngineErrorCode.OutcomeUnknown })
             {
                 // The killed silos' gateways, or a takeover in progress: not acknowledged either.
                 await Task.Delay(100);
@@ -140,7 +140,7 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
                 await cluster.LoadClient.PutAsync(key, "probe"u8.ToArray());
                 return new(Encoding.UTF8.GetString(key), "probe");
             }
-            catch (Exception ex) when ((ex is DEngineException { IsRetryable: true } or DEngineException { Code: DEngineErrorCode.OutcomeUnknown } or OrleansException or TimeoutException) && DateTime.UtcNow < deadline)
+            catch (Exception ex) when ((ex is DEngineException { IsRetryable: true } or DEngineException { Code: DEngineErrorCode.OutcomeUnknown } or OrleansException or TimeoutException or OperationCanceledException) && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(50);
             }
@@ -172,7 +172,7 @@ public sealed class ReplicaFailoverTests(RedisClusterFixture cluster)
             var statuses = await cluster.Client.GetStatusAsync();
             return statuses.Count == RedisClusterFixture.Partitions ? statuses : null;
         }
-        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
+        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or OperationCanceledException)
         {
             return null;
         }

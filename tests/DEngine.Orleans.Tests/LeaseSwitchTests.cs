@@ -17,8 +17,6 @@ public sealed class LeaseDisabledFixture : IAsyncLifetime
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((siloOptions, silo) => silo.AddDEngine(o =>
         {
-            // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-            o.Replication.Factor = 1;
             o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
             o.Partitions = ClusterFixture.Partitions;
             o.WriteBufferMiB = 4;

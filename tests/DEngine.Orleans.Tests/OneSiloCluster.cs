@@ -55,8 +55,6 @@ public sealed class OneSiloCluster : IAsyncDisposable
             silo.Services.AddSingleton(sp => new PartitionStore(sp.GetRequiredService<IOptions<DEngineOptions>>(), clock, sp.GetRequiredService<IMeterFactory>()));
             silo.AddDEngine(o =>
             {
-                // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-                o.Replication.Factor = 1;
                 o.DataRoot = Path.Combine(root, siloOptions.SiloName);
                 o.Partitions = ClusterFixture.Partitions;
                 o.WriteBufferMiB = 4;

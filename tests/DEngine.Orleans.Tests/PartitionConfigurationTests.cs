@@ -38,8 +38,6 @@ public sealed class ConfigurationSilo : IAsyncDisposable
             }
             silo.AddDEngine(o =>
             {
-                // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-                o.Replication.Factor = 1;
                 o.DataRoot = Path.Combine(root, siloOptions.SiloName);
                 o.Partitions = ClusterFixture.Partitions;
                 o.WriteBufferMiB = 4;

@@ -103,8 +103,6 @@ public sealed class PowerCutFenceGrainTests(ITestOutputHelper output)
                 silo.Services.AddKeyedSingleton<IGrainStorage>(PartitionOwnerGrain.StorageName, ownership);
                 silo.AddDEngine(o =>
                 {
-                    // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-                    o.Replication.Factor = 1;
                     o.DataRoot = Path.Combine(dataRoot, siloOptions.SiloName);
                     o.Partitions = 1;
                     o.WriteBufferMiB = 4;

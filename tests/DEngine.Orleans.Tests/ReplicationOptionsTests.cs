@@ -7,14 +7,15 @@ namespace DEngine.Orleans.Tests;
 public sealed class ReplicationOptionsTests
 {
     [Fact]
-    public void The_defaults_are_three_replicas_a_floor_of_two_a_four_second_lease_and_they_validate()
+    public void The_defaults_are_one_copy_a_floor_of_one_a_four_second_lease_and_they_validate()
     {
         var options = new DEngineOptions();
 
         Assert.Null(options.Validate());
         var replication = options.Replication;
-        Assert.Equal(3, replication.Factor);
-        Assert.Equal(2, replication.EffectiveMinReplicas);
+        Assert.Equal(1, replication.Factor);
+        Assert.Equal(1, replication.EffectiveMinReplicas);
+        Assert.Equal(2, new ReplicationOptions { Factor = 3 }.EffectiveMinReplicas);
         Assert.Equal(TimeSpan.FromSeconds(4), replication.LeaseDuration);
         Assert.Equal(TimeSpan.FromSeconds(1), replication.HeartbeatInterval);
         Assert.Equal(TimeSpan.FromSeconds(6), replication.ReplicaTimeout);
@@ -94,13 +95,13 @@ public sealed class ReplicationOptionsTests
     public void The_replication_options_bind_from_the_DEngine_Replication_section_of_a_command_line()
     {
         var configuration = new ConfigurationBuilder()
-            .AddCommandLine(["--DEngine:Replication:Factor", "1", "--DEngine:Replication:LeaseDuration", "00:00:08", "--DEngine:Replication:ReplicaTimeout", "00:00:10", "--DEngine:Replication:MaxClockDrift", "0.1"])
+            .AddCommandLine(["--DEngine:Replication:Factor", "2", "--DEngine:Replication:LeaseDuration", "00:00:08", "--DEngine:Replication:ReplicaTimeout", "00:00:10", "--DEngine:Replication:MaxClockDrift", "0.1"])
             .Build();
 
         var options = configuration.GetSection(DEngineOptions.SectionName).Get<DEngineOptions>()!;
 
         Assert.Null(options.Validate());
-        Assert.Equal(1, options.Replication.Factor);
+        Assert.Equal(2, options.Replication.Factor);
         Assert.Null(options.Replication.MinReplicas);
         Assert.Equal(1, options.Replication.EffectiveMinReplicas);
         Assert.Equal(TimeSpan.FromSeconds(8), options.Replication.LeaseDuration);

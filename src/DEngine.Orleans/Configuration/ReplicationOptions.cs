@@ -13,8 +13,12 @@ namespace DEngine.Orleans.Configuration;
 /// </remarks>
 public sealed class ReplicationOptions
 {
-    /// <summary>Default of <see cref="Factor"/>: 3.</summary>
-    public const int DEFAULT_FACTOR = 3;
+    /// <summary>
+    /// Default of <see cref="Factor"/>: 1, a single copy (the path every profile ran before replica
+    /// groups). Replica groups are switched on with Factor 3; they become the default once replacement
+    /// and balancing (the next issue) keep a long-running group healthy without an operator.
+    /// </summary>
+    public const int DEFAULT_FACTOR = 1;
 
     /// <summary>Largest <see cref="Factor"/> accepted.</summary>
     public const int MAX_FACTOR = 16;
@@ -33,7 +37,7 @@ public sealed class ReplicationOptions
 
     private const string Section = DEngineOptions.SectionName + ":Replication:";
 
-    /// <summary>Silos that hold each partition (the primary included). Default 3.</summary>
+    /// <summary>Silos that hold each partition (the primary included). Default 1 (see <see cref="DEFAULT_FACTOR"/>).</summary>
     public int Factor { get; set; } = DEFAULT_FACTOR;
 
     /// <summary>

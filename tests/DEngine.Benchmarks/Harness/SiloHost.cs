@@ -87,8 +87,6 @@ public sealed class SiloHost : IAsyncDisposable
             silo.UseInMemoryReminderService();
             silo.AddDEngine(o =>
             {
-                // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-                o.Replication.Factor = 1;
                 o.DataRoot = root;
                 o.Partitions = Partitions;
             });
