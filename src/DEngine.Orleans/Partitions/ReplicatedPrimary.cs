@@ -193,8 +193,16 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// <inheritdoc />
     public ulong NextIndex(OpenPartition partition) => Replicator.LastSequenced + 1;
 
+    /// <summary>
+    /// Chunks replicated at once. More than one, so a chunk never waits for the previous one's round
+    /// trip; few, so that writes arriving meanwhile gather into the next chunk (group commit) instead
+    /// of each becoming a chunk of its own.
+    /// </summary>
+    public const int MaxChunksInFlight = 2;
+
     /// <inheritdoc />
-    public Task ReadyForNext(Task lastCommit) => _inFlightWrites < _maxInFlight ? Task.CompletedTask : lastCommit;
+    public Task ReadyForNext(Task lastCommit) =>
+        _pending.Count >= MaxChunksInFlight || _inFlightWrites >= _maxInFlight ? _pending.Peek().Done.Task : Task.CompletedTask;
 
     /// <summary>
     /// The periodic duties (every heartbeat interval): remove replicas that stopped answering (never
