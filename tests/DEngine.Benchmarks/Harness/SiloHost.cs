@@ -50,24 +50,27 @@ public sealed class SiloHost : IAsyncDisposable
     public IPEndPoint SiloEndpoint { get; }
 
     /// <summary>One silo alone (the single-silo suites).</summary>
-    public static Task<SiloHost> StartAsync(BenchOptions options) => StartAsync(options, "bench-silo-0", primary: null);
+    public static Task<SiloHost> StartAsync(BenchOptions options) => StartAsync(options, "bench-silo-0", primary: null, replicationFactor: 1);
 
     /// <summary>
     /// <paramref name="count"/> silos in this process forming one cluster over localhost: the first is
     /// the primary (development clustering), the others join through its endpoint. Calls between them
-    /// go over loopback TCP like calls between machines.
+    /// go over loopback TCP like calls between machines. Every silo has its own data directory.
+    /// <paramref name="replicationFactor"/> is DEngine:Replication:Factor on every silo: 1 is the
+    /// single-copy path; above 1 MinReplicas is 2 (the default floor of Factor 3), so replication
+    /// messages cross silos over loopback.
     /// </summary>
-    public static async Task<IReadOnlyList<SiloHost>> StartClusterAsync(BenchOptions options, int count)
+    public static async Task<IReadOnlyList<SiloHost>> StartClusterAsync(BenchOptions options, int count, int replicationFactor = 1)
     {
-        var silos = new List<SiloHost> { await StartAsync(options, "bench-silo-0", primary: null) };
+        var silos = new List<SiloHost> { await StartAsync(options, "bench-silo-0", primary: null, replicationFactor) };
         for (var i = 1; i < count; i++)
         {
-            silos.Add(await StartAsync(options, $"bench-silo-{i}", silos[0].SiloEndpoint));
+            silos.Add(await StartAsync(options, $"bench-silo-{i}", silos[0].SiloEndpoint, replicationFactor));
         }
         return silos;
     }
 
-    private static async Task<SiloHost> StartAsync(BenchOptions options, string name, IPEndPoint? primary)
+    private static async Task<SiloHost> StartAsync(BenchOptions options, string name, IPEndPoint? primary, int replicationFactor)
     {
         var root = Data.TempDir(options, "silo");
         var siloPort = FreePort();
@@ -87,8 +90,12 @@ public sealed class SiloHost : IAsyncDisposable
             silo.UseInMemoryReminderService();
             silo.AddDEngine(o =>
             {
-                // A single copy per partition: these tests pin the single-copy path (replica groups have their own).
-                o.Replication.Factor = 1;
+                // A single copy per partition unless the suite asks for replica groups (put-replicated).
+                o.Replication.Factor = replicationFactor;
+                if (replicationFactor > 1)
+                {
+                    o.Replication.MinReplicas = 2;
+                }
                 o.DataRoot = root;
                 o.Partitions = Partitions;
             });
