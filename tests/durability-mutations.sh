@@ -48,6 +48,13 @@ mutations=(
   "new-directory-sync|src/DEngine.StateMachine/Snapshots/DurableFiles.cs|d"
   "fence-rewrite-sync|src/DEngine.StateMachine/RocksDbStateMachine.Durability.cs|d"
   "fence-dir-sync|src/DEngine.StateMachine/RocksDbStateMachine.Durability.cs|d"
+  "replog-append-sync|src/DEngine.StateMachine/Replication/ReplicatedLog.cs|d"
+  "replog-commit-sync|src/DEngine.StateMachine/Replication/ReplicatedLog.cs|d"
+  "replog-truncate-dir-sync|src/DEngine.StateMachine/Replication/ReplicatedLog.cs|d"
+  "replog-truncate-sync|src/DEngine.StateMachine/Replication/ReplicatedLog.cs|d"
+  "replog-truncate-record-sync|src/DEngine.StateMachine/Replication/ReplicatedLog.cs|d"
+  "replog-segment-sync|src/DEngine.StateMachine/Replication/LogSegment.cs|d"
+  "replog-segment-dir-sync|src/DEngine.StateMachine/Replication/LogSegment.cs|d"
 )
 
 selected=("$@")

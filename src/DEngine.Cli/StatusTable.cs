@@ -9,22 +9,30 @@ internal static class StatusTable
 {
     private static readonly string[] Header = ["PARTITION", "SILO", "APPLIED", "EPOCH", "SNAPSHOT"];
 
-    /// <summary>One header line and one line per partition; columns separated by at least two spaces.</summary>
+    /// <summary>
+    /// One header line and one line per partition; columns separated by at least two spaces. Replicated
+    /// partitions add a REPLICAS column: configuration version, replicas (primary starred), those
+    /// catching up, and a warning below the replica count or the write floor.
+    /// </summary>
     public static string Format(IEnumerable<PartitionStatus> statuses)
     {
-        var rows = new List<string[]> { Header };
-        foreach (var s in statuses)
+        var list = statuses.ToList();
+        var replicated = list.Any(s => s.Replication is not null);
+        string[] header = replicated ? [.. Header, "REPLICAS"] : Header;
+        var rows = new List<string[]> { header };
+        foreach (var s in list)
         {
-            rows.Add(
+            string[] row =
             [
                 s.Partition.ToString(CultureInfo.InvariantCulture),
                 s.Silo,
                 string.Create(CultureInfo.InvariantCulture, $"{s.AppliedIndex}/{s.AppliedTerm}"),
                 s.Epoch.ToString(CultureInfo.InvariantCulture),
                 s.SnapshotIndex is { } index ? string.Create(CultureInfo.InvariantCulture, $"{index}/{s.SnapshotTerm ?? 0}") : "-",
-            ]);
+            ];
+            rows.Add(replicated ? [.. row, s.Replication ?? "-"] : row);
         }
-        var widths = Enumerable.Range(0, Header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
+        var widths = Enumerable.Range(0, header.Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
         var text = new StringBuilder();
         foreach (var row in rows)
         {

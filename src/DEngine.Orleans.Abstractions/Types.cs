@@ -37,7 +37,15 @@ public sealed record PartitionStatus(
     [property: Id(8)] long ChunksApplied,
     [property: Id(9)] long WritesApplied,
     [property: Id(10)] long KeysExpired,
-    [property: Id(11)] TransferReport? LastTransfer);
+    [property: Id(11)] TransferReport? LastTransfer)
+{
+    /// <summary>
+    /// For a replicated partition: its configuration version, replicas (the primary starred), those
+    /// catching up, and whether it is below its replica count or write floor; null for a single copy.
+    /// </summary>
+    [Id(12)]
+    public string? Replication { get; init; }
+}
 
 /// <summary>The TTL state of a key.</summary>
 [GenerateSerializer, Immutable, Alias("dengine.KeyTtl")]

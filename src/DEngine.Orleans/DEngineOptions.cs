@@ -1,3 +1,4 @@
+using DEngine.Orleans.Configuration;
 using DEngine.StateMachine;
 
 namespace DEngine.Orleans;
@@ -98,6 +99,9 @@ public sealed class DEngineOptions
     /// <summary>TTL (lease) settings.</summary>
     public LeaseOptions Lease { get; set; } = new();
 
+    /// <summary>Replica-group settings (section <c>DEngine:Replication</c>).</summary>
+    public ReplicationOptions Replication { get; set; } = new();
+
     /// <summary>Returns the first problem as "Key: message", or null when valid.</summary>
     public string? Validate()
     {
@@ -161,7 +165,7 @@ public sealed class DEngineOptions
         {
             return $"{SectionName}:{nameof(ShutdownGrace)} must be between 00:00:00 and 00:01:00 (was {ShutdownGrace}).";
         }
-        return Lease.Validate();
+        return Lease.Validate() ?? Replication.Validate();
     }
 }
 

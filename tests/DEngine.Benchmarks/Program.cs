@@ -57,6 +57,9 @@ foreach (var suite in options.Suites)
             case "put-single":
                 results.Add(await ClusterSuites.PutSingleAsync(options));
                 break;
+            case "put-replicated":
+                results.Add(await ReplicationSuites.PutReplicatedAsync(options));
+                break;
             case "get-e2e":
                 results.Add(await ClusterSuites.GetE2eAsync(options));
                 break;

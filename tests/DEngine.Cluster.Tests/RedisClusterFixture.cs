@@ -12,7 +12,7 @@ namespace DEngine.Cluster.Tests;
 /// A throw-away redis-server and three real silo processes on loopback using the Redis profile
 /// (membership, reminders and ownership records in Redis), plus an Orleans client in the test.
 /// </summary>
-public sealed class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifetime
+public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifetime
 {
     public const int Partitions = 6;
     public const int SiloCount = 3;
@@ -67,6 +67,9 @@ public sealed class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyn
     /// <summary>A client that does not retry: a load keeps moving while some partitions are away.</summary>
     public DEngineClient LoadClient { get; private set; } = null!;
 
+    /// <summary>Flags every silo of this fixture gets beyond the profile's (none here: one copy per partition).</summary>
+    protected virtual IEnumerable<string> ExtraSiloArgs => [];
+
     /// <summary>Starts silo <paramref name="index"/> on its name, ports and data directory, and waits until it is ready.</summary>
     public override async Task StartSiloAsync(int index)
     {
@@ -82,6 +85,7 @@ public sealed class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyn
             "--Silo:Membership:NumVotesForDeathDeclaration", "1",
             "--Silo:Membership:TableRefreshTimeout", "00:00:01",
             "--Silo:Membership:IAmAliveTablePublishTimeout", "00:00:02",
+            .. ExtraSiloArgs,
         ]);
     }
 
@@ -141,6 +145,19 @@ public sealed class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyn
             return Path.Combine(dir.FullName, "src", "DEngine.Silo", "bin", configuration, "net10.0", "DEngine.Silo.dll");
         }
     }
+}
+
+/// <summary>The README's Redis example as it is written: the same cluster with replica groups of three (Factor 3, MinReplicas 2).</summary>
+public sealed class ReplicatedRedisClusterFixture : RedisClusterFixture
+{
+    /// <inheritdoc />
+    protected override IEnumerable<string> ExtraSiloArgs => ["--DEngine:Replication:Factor", "3"];
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ReplicatedClusterCollection : ICollectionFixture<ReplicatedRedisClusterFixture>
+{
+    public const string Name = "replicated-redis-cluster";
 }
 
 public sealed record SiloSpec(string Name, int SiloPort, int GatewayPort);

@@ -115,6 +115,11 @@ public sealed class WriteLoad(DEngineClient client, int writers, int readers, st
             case DEngineException { IsRetryable: true }:
                 Interlocked.Increment(ref RetryableErrors);
                 break;
+            case DEngineException { Code: DEngineErrorCode.OutcomeUnknown }:
+                // A primary stopped (killed, deposed) with the write in flight: like a lost reply, it may
+                // or may not be committed; it was not acknowledged.
+                Interlocked.Increment(ref TransportErrors);
+                break;
             case DEngineException:
                 UnexpectedErrors.Enqueue(ex.Message);
                 break;

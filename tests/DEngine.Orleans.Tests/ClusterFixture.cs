@@ -19,6 +19,9 @@ public class ClusterFixture : IAsyncLifetime
 {
     public const int Partitions = 8;
 
+    /// <summary>DEngine:Replication:Factor of every silo: 1 here (the single-copy path).</summary>
+    protected virtual int ReplicationFactor => 1;
+
     private readonly SharedGrainStorage _ownership = new();
 
     /// <summary>The configuration records' store, shared by the silos (ownership and holders records).</summary>
@@ -40,6 +43,11 @@ public class ClusterFixture : IAsyncLifetime
             silo.Services.AddKeyedSingleton<IGrainStorage>(PartitionOwnerGrain.StorageName, _ownership);
             silo.AddDEngine(o =>
             {
+                // A single copy per partition unless a derived fixture says otherwise (ReplicatedClusterFixture).
+                o.Replication.Factor = ReplicationFactor;
+                o.Replication.LeaseDuration = TimeSpan.FromSeconds(2);
+                o.Replication.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
+                o.Replication.ReplicaTimeout = TimeSpan.FromSeconds(3);
                 o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
                 o.Partitions = Partitions;
                 o.WriteBufferMiB = 4;
@@ -75,6 +83,9 @@ public class ClusterFixture : IAsyncLifetime
 
     private readonly Dictionary<string, (InProcessSiloHandle Handle, int Instance)> _live = [];
     private readonly Dictionary<string, int> _stopped = [];
+
+    /// <summary>Silos started again by a test (not in the cluster's own list).</summary>
+    protected IEnumerable<InProcessSiloHandle> Extra => _live.Values.Select(v => v.Handle).Where(h => !Cluster.Silos.Contains(h));
 
     /// <summary>Names of the silos running now (the first is the primary, which tests never stop).</summary>
     public IReadOnlyList<string> LiveSilos => [.. _live.OrderBy(p => p.Value.Instance).Select(p => p.Key)];
@@ -124,6 +135,23 @@ public class ClusterFixture : IAsyncLifetime
             // Best effort: a silo that did not stop cleanly may still hold a file.
         }
     }
+}
+
+/// <summary>The same 3-silo cluster with replica groups of three (Factor 3, MinReplicas 2) and a short lease and replica timeout.</summary>
+public sealed class ReplicatedClusterFixture : ClusterFixture
+{
+    /// <inheritdoc />
+    protected override int ReplicationFactor => 3;
+
+    /// <summary>The replica registry of silo <paramref name="name"/> (its copies).</summary>
+    public DEngine.Orleans.Replication.ReplicaRegistry RegistryOf(string name) =>
+        Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider.GetRequiredService<DEngine.Orleans.Replication.ReplicaRegistry>();
+}
+
+[CollectionDefinition(Name)]
+public sealed class ReplicatedClusterCollection : ICollectionFixture<ReplicatedClusterFixture>
+{
+    public const string Name = "replicated-cluster";
 }
 
 [CollectionDefinition(Name)]

@@ -1,4 +1,6 @@
+using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Replication;
 using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
 using Microsoft.Extensions.Logging;
@@ -11,13 +13,15 @@ namespace DEngine.Orleans.Hosting;
 /// <summary>
 /// Silo lifecycle duties of DEngine: when the silo becomes active it activates its snapshot server;
 /// when it shuts down gracefully it first hands every partition it hosts to another active silo
-/// (each target fetches the data from here), so the partitions keep serving while it is gone.
+/// (each target fetches the data from here), so the partitions keep serving while it is gone. With
+/// replication it moves only the primary roles it holds, to other replicas.
 /// </summary>
 public sealed partial class PartitionHandover(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     PartitionStore store,
+    ReplicaRegistry replicas,
     IOptions<DEngineOptions> options,
     TimeProvider time,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
@@ -35,6 +39,11 @@ public sealed partial class PartitionHandover(
         if (cancellationToken.IsCancellationRequested)
         {
             return; // an ungraceful stop: no time for a handover
+        }
+        if (options.Value.Replication.Factor > 1)
+        {
+            await HandOverPrimariesAsync();
+            return;
         }
         var partitions = store.OpenPartitions.OrderBy(p => p).ToArray();
         var targets = membership.CurrentSnapshot.Members.Values
@@ -61,15 +70,51 @@ public sealed partial class PartitionHandover(
         await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
     }
 
+    /// <summary>
+    /// Replicated partitions: the primary role of each partition this silo leads moves to another active
+    /// replica of its configuration (no data moves: the replica has the log). The copies themselves stay
+    /// here and are closed with the silo.
+    /// </summary>
+    private async Task HandOverPrimariesAsync()
+    {
+        var partitions = replicas.Primaries.OrderBy(p => p).ToArray();
+        if (partitions.Length == 0)
+        {
+            return;
+        }
+        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
+        await Task.WhenAll(partitions.Select(async partition =>
+        {
+            var configuration = await grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
+            var target = configuration.Replicas
+                .Select(r => r.Silo)
+                .Where(s => s != silo.Name && membership.CurrentSnapshot.Members.Values.Any(m => m.Name == s && m.Status == SiloStatus.Active))
+                .Order(StringComparer.Ordinal)
+                .FirstOrDefault();
+            if (target is null)
+            {
+                LogNoTarget(1);
+                return;
+            }
+            await HandOverAsync(partition, target, timeout.Token);
+        }));
+        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
+    }
+
     private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
     {
         try
         {
             await grains.GetGrain<IStateMachineGrain>(partition).MoveTo(target);
             var owner = grains.GetGrain<IPartitionOwnerGrain>(partition);
+            var configuration = grains.GetGrain<IPartitionConfigurationGrain>(partition);
+            var replicated = options.Value.Replication.Factor > 1;
             while (!cancellationToken.IsCancellationRequested)
             {
-                if ((await owner.Get()).OwnerSilo == target)
+                var arrived = replicated
+                    ? (await configuration.Get()).Primary?.Silo == target && !replicas.Primaries.Contains(partition)
+                    : (await owner.Get()).OwnerSilo == target;
+                if (arrived)
                 {
                     LogHandedOver(partition, target);
                     return;

@@ -1,3 +1,4 @@
+using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Ownership;
 using DEngine.Orleans.Placement;
@@ -42,13 +43,16 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<WalSyncLoop>();
         services.TryAddSingleton<DEngineMetrics>();
         services.TryAddSingleton<DataRootLock>();
+        services.TryAddSingleton<Replication.ReplicaRegistry>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
+        services.TryAddSingleton(sp => sp.GetRequiredService<DataRootLock>().Incarnation);
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();
         services.AddPlacementDirector<SiloIdentityPlacement, SiloIdentityPlacementDirector>();
         services.AddPlacementDirector<RecordPlacement, RecordPlacementDirector>();
+        services.AddPlacementDirector<Replication.ReplicaPlacement, Replication.ReplicaPlacementDirector>();
         if (!services.Any(d => d.ServiceKey as string == PartitionOwnerGrain.StorageName && d.ServiceType == typeof(IGrainStorage)))
         {
             // Configuration records on this silo's disk; RecordPlacement keeps their grains on the

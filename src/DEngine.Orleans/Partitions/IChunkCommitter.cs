@@ -18,4 +18,15 @@ public interface IChunkCommitter
     /// per entry once the chunk is durable, or faults with what the writers are told.
     /// </summary>
     Task<IReadOnlyList<ApplyResult>> Commit(OpenPartition partition, IReadOnlyList<ApplyEntry> chunk);
+
+    /// <summary>The index the next chunk starts at (the local engine's applied index + 1; a replicated log's last sequenced + 1).</summary>
+    ulong NextIndex(OpenPartition partition);
+
+    /// <summary>
+    /// Completes when the next chunk may be built, given the last one's <paramref name="lastCommit"/>:
+    /// locally, once it is durable (one chunk in flight, the next gathers meanwhile); replicated, at
+    /// once while few writes are in flight (chunks are pipelined), so replication never waits for a
+    /// round trip before it ships the next chunk.
+    /// </summary>
+    Task ReadyForNext(Task lastCommit);
 }

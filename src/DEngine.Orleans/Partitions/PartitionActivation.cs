@@ -44,15 +44,9 @@ public sealed partial class PartitionActivation(
     /// </summary>
     public async Task<PartitionState> ActivateAsync(Action<OpenPartition> serve, CancellationToken cancellationToken)
     {
-        if (partition < 0 || partition >= options.Partitions)
+        if (RefuseEarly(partition, identity, options, members) is { } refused)
         {
-            return new PartitionState.Unavailable(new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {partition} does not exist: the cluster has partitions 0..{options.Partitions - 1}.", partition));
-        }
-        if (members.IsLocalSiloLeaving)
-        {
-            // A late message (a stale cached address) must not pull the partition back onto a silo
-            // that is leaving: answer retryably; the retry is placed on an active silo.
-            return Unavailable("this silo is shutting down. Retry.");
+            return refused;
         }
         var owner = grains.GetGrain<IPartitionOwnerGrain>(partition);
         OwnershipRecord record;
@@ -153,6 +147,24 @@ public sealed partial class PartitionActivation(
             await CloseAsync(engine);
             return Unavailable($"claiming its ownership record failed ({ex.Message}). Retry.");
         }
+    }
+
+    /// <summary>
+    /// The refusals that need no record: a partition id outside the cluster, or a silo that is leaving
+    /// (a late message from a stale cached address must not pull the partition back onto it: the
+    /// retry is placed on an active silo). Null when neither applies.
+    /// </summary>
+    public static PartitionState.Unavailable? RefuseEarly(int partition, string identity, DEngineOptions options, SiloMembers members)
+    {
+        if (partition < 0 || partition >= options.Partitions)
+        {
+            return new PartitionState.Unavailable(new DEngineException(DEngineErrorCode.InvalidArgument, $"Partition {partition} does not exist: the cluster has partitions 0..{options.Partitions - 1}.", partition));
+        }
+        if (members.IsLocalSiloLeaving)
+        {
+            return new PartitionState.Unavailable(new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {partition} is unavailable on silo '{identity}': this silo is shutting down. Retry.", partition));
+        }
+        return null;
     }
 
     private PartitionState.Unavailable Unavailable(string why, string? dataSilo = null) =>

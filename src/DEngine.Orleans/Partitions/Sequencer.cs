@@ -90,7 +90,7 @@ public sealed class Sequencer(int partition, DEngineOptions options, DEngineMetr
         {
             try
             {
-                await _lastCommit;
+                await committer.ReadyForNext(_lastCommit);
             }
             catch (Exception)
             {
@@ -129,7 +129,7 @@ public sealed class Sequencer(int partition, DEngineOptions options, DEngineMetr
         try
         {
             // Inside the try: whatever fails, every write taken off the queue gets its answer.
-            next = open.Engine.LastApplied.Index + 1;
+            next = committer.NextIndex(open);
             var now = open.Engine.EffectiveNowUnixMs;
             var entries = new ApplyEntry[count];
             for (var i = 0; i < count; i++)

@@ -24,6 +24,10 @@ public sealed class SiloMembers(IClusterMembershipService membership, ILocalSilo
     /// <summary>The address of the active silo named <paramref name="siloIdentity"/>, or null.</summary>
     public SiloAddress? FindActive(string siloIdentity) => Find(siloIdentity, s => s == SiloStatus.Active);
 
+    /// <summary>The names of the active silos, in name order.</summary>
+    public IReadOnlyList<string> ActiveNames() =>
+        [.. membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.Name).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+
     /// <summary>The names of the silos that can still answer.</summary>
     public IEnumerable<string> ReachableNames() =>
         membership.CurrentSnapshot.Members.Values.Where(m => SiloLiveness.IsReachable(m.Status)).Select(m => m.Name);

@@ -1,6 +1,8 @@
+using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Grains;
 using DEngine.Orleans.Placement;
+using DEngine.Orleans.Replication;
 using DEngine.Orleans.Storage;
 using DEngine.Protos.Client;
 using DEngine.Protos.Common;
@@ -41,6 +43,8 @@ public sealed partial class StateMachineGrain(
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     TimeProvider time,
+    ReplicaRegistry registry,
+    SiloIncarnation incarnation,
     ILogger<StateMachineGrain> logger)
     : Grain, IStateMachineGrain, IChunkCommitter
 {
@@ -61,6 +65,12 @@ public sealed partial class StateMachineGrain(
     private long _writes;
     private TransferReport? _lastTransfer;
     private Task _snapshotTask = Task.CompletedTask;
+    // Replicated partitions (DEngine:Replication:Factor > 1): the primary role this activation holds.
+    private ReplicatedPrimary? _primary;
+    private IGrainTimer? _maintenance;
+
+    /// <summary>True when partitions are replica groups (Factor above 1); Factor 1 keeps the single-copy path.</summary>
+    private bool Replicated => _options.Replication.Factor > 1;
 
     /// <inheritdoc />
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -76,6 +86,11 @@ public sealed partial class StateMachineGrain(
             EnsureLeaseReminder,
             _sequencer.Enqueue);
         _fence = new FenceRecovery(_partition, () => _state is not PartitionState.Closing && _state.Open?.Engine is { IsFenced: true } engine ? engine : null, time, logger);
+        if (Replicated)
+        {
+            await ActivateReplicatedAsync();
+            return;
+        }
         var activation = new PartitionActivation(_partition, _identity, _options, store, GrainFactory, _members, time, logger);
         _state = await activation.ActivateAsync(
             open =>
@@ -87,6 +102,55 @@ public sealed partial class StateMachineGrain(
         _lastTransfer = activation.LastTransfer;
     }
 
+    /// <summary>
+    /// Becomes primary of a new configuration version (see <see cref="ReplicatedActivation"/>), or
+    /// unavailable with the reason and the silo to move to.
+    /// </summary>
+    private async Task ActivateReplicatedAsync()
+    {
+        if (PartitionActivation.RefuseEarly(_partition, _identity, _options, _members) is { } refused)
+        {
+            _state = refused;
+            return;
+        }
+        var activation = new ReplicatedActivation(_partition, _identity, incarnation, _options, registry, GrainFactory, _members, time, logger);
+        ReplicatedPrimary primary;
+        try
+        {
+            primary = await activation.ActivateAsync(RecordApplied);
+        }
+        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or IOException)
+        {
+            var error = ex as DEngineException is { Code: DEngineErrorCode.PartitionUnavailable } known
+                ? known
+                : new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is unavailable on silo '{_identity}': becoming its primary failed ({ex.Message}). Retry.", _partition);
+            _state = new PartitionState.Unavailable(error, activation.DataSilo);
+            return;
+        }
+        _primary = primary;
+        registry.SetPrimary(_partition, true, primary.Configuration.Version);
+        var open = new OpenPartition(primary.Copy.Engine, primary.Configuration.Version);
+        _state = new PartitionState.Serving(open);
+        _expiry.Rearm();
+        _maintenance = this.RegisterGrainTimer(_ => primary.MaintainAsync(), new GrainTimerCreationOptions { DueTime = _options.Replication.HeartbeatInterval, Period = _options.Replication.HeartbeatInterval, Interleave = true });
+        // A newer primary or a failed local log ends this role: what was queued drains into refusals
+        // (nothing of it was sequenced), and the next call activates afresh where the primary is.
+        _ = primary.Replicator.Failed.ContinueWith(
+            task =>
+            {
+                if (_state is PartitionState.Serving)
+                {
+                    _state = new PartitionState.Unavailable(
+                        new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is no longer served on silo '{_identity}': {task.Result.Detail}", _partition),
+                        Still: open);
+                }
+                DeactivateOnIdle();
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Current);
+    }
+
     /// <inheritdoc />
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
@@ -96,6 +160,19 @@ public sealed partial class StateMachineGrain(
         _state = new PartitionState.Closing(open);
         if (open is null)
         {
+            return;
+        }
+        if (_primary is { } primary)
+        {
+            // What is queued is sequenced and replicated; what is not committed within the bound gets
+            // OutcomeUnknown. The copy stays open: it belongs to the silo (the replica role goes on).
+            await Task.WhenAny(_sequencer.DrainAllAsync(), Task.Delay(_options.Replication.ReplicaTimeout * 2, time));
+            _maintenance?.Dispose();
+            primary.Stop($"partition {_partition} is deactivating on silo '{_identity}' ({reason.Description})");
+            registry.SetPrimary(_partition, false, primary.Configuration.Version);
+            await _snapshotTask;
+            _state = new PartitionState.Closing(null);
+            LogDeactivated(_partition, reason.Description);
             return;
         }
         // Nothing queued is lost: apply what is left, wait for its sync, then close flushed.
@@ -149,6 +226,7 @@ public sealed partial class StateMachineGrain(
     public async Task<ulong> Put(byte[] key, byte[] value, ulong ttlSeconds)
     {
         Serving();
+        _primary?.ThrowIfTooFewReplicas();
         _limits.ValidateKey(key, _partition, KeySetting);
         _limits.ValidateValue(value, _partition, ValueSetting);
         var insert = new WriteCommand.Types.Insert
@@ -173,6 +251,7 @@ public sealed partial class StateMachineGrain(
     public async Task<ulong> Delete(byte[] key)
     {
         Serving();
+        _primary?.ThrowIfTooFewReplicas();
         _limits.ValidateKey(key, _partition, KeySetting);
         var result = await _sequencer.Enqueue(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
         return result.Index;
@@ -182,6 +261,7 @@ public sealed partial class StateMachineGrain(
     public async Task<bool> CompareAndSwap(byte[] key, byte[]? expected, byte[] newValue)
     {
         Serving();
+        _primary?.ThrowIfTooFewReplicas();
         _limits.ValidateKey(key, _partition, KeySetting);
         _limits.ValidateValue(newValue, _partition, ValueSetting);
         var cas = new WriteCommand.Types.CompareAndSwap
@@ -204,6 +284,10 @@ public sealed partial class StateMachineGrain(
     /// </summary>
     Task<IReadOnlyList<ApplyResult>> IChunkCommitter.Commit(OpenPartition open, IReadOnlyList<ApplyEntry> chunk)
     {
+        if (_primary is { } primary)
+        {
+            return primary.Commit(open, chunk);
+        }
         IReadOnlyList<ApplyResult> results;
         try
         {
@@ -237,9 +321,20 @@ public sealed partial class StateMachineGrain(
     }
 
     /// <inheritdoc />
+    ulong IChunkCommitter.NextIndex(OpenPartition open) => _primary?.NextIndex(open) ?? open.Engine.LastApplied.Index + 1;
+
+    /// <inheritdoc />
+    Task IChunkCommitter.ReadyForNext(Task lastCommit) => _primary?.ReadyForNext(lastCommit) ?? lastCommit;
+
+    /// <inheritdoc />
     public async Task<EntryOutcome[]> ApplyChunk(Entry[] entries)
     {
         var open = Serving();
+        if (_primary is not null)
+        {
+            // The log here is ours: an external log's entries would bypass replication and clash with its indexes.
+            throw new DEngineException(DEngineErrorCode.FeatureNotEnabled, $"Partition {_partition} is replicated ({_primary.Configuration.Replicas.Length} replicas, DEngine:Replication:Factor {_options.Replication.Factor}); ApplyChunk from an external log is only for single-replica partitions (Factor 1), where the external log replicates. Write through Put/Delete/CompareAndSwap instead.", _partition);
+        }
         ArgumentNullException.ThrowIfNull(entries);
         var decoded = EntryDecoder.Decode(entries, _partition);
         // Limits are checked where a command is sequenced, never when it is applied.
@@ -305,16 +400,22 @@ public sealed partial class StateMachineGrain(
     // ------------------------------------------------------------ relocation
 
     /// <inheritdoc />
-    public Task MoveTo(string siloName)
+    public async Task MoveTo(string siloName)
     {
         Serving();
         ArgumentException.ThrowIfNullOrEmpty(siloName);
         if (siloName == _identity)
         {
-            return Task.CompletedTask;
+            return;
         }
         var target = _members.FindActive(siloName)
             ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"No active silo is named '{siloName}'. `dengine status` lists the silos.", _partition);
+        if (_primary is { } primary)
+        {
+            // Only the role moves, to a replica that has the log; the configuration names it first, so
+            // its activation takes over instead of deferring to this (still active) primary.
+            await primary.HandOverAsync(siloName);
+        }
         // Migration asks the placement director again; the hint makes it choose the target. The
         // target's activation then fetches the data from here (see PartitionActivation).
         RequestContext.Set(IPlacementDirector.PlacementHintKey, target);
@@ -326,7 +427,6 @@ public sealed partial class StateMachineGrain(
         {
             RequestContext.Remove(IPlacementDirector.PlacementHintKey);
         }
-        return Task.CompletedTask;
     }
 
     // ------------------------------------------------------------ snapshots
@@ -372,7 +472,16 @@ public sealed partial class StateMachineGrain(
     /// The engine to read. It reads its durable read view (Synced durability): only what an fsync
     /// covered, and every write acknowledged (acknowledged only after that publish), without waiting.
     /// </summary>
-    private IStateMachine Readable() => Serving().Engine;
+    private IStateMachine Readable()
+    {
+        var engine = Serving().Engine;
+        if (_primary is { } primary && !primary.CanRead())
+        {
+            // Without the lease another primary may already have acknowledged newer writes.
+            throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: this primary does not hold its read lease now (its replicas have not acknowledged it recently, or the previous primary's lease is not over yet). Retry.", _partition);
+        }
+        return engine;
+    }
 
     /// <inheritdoc />
     public Task<byte[]?> Get(byte[] key)
@@ -441,7 +550,10 @@ public sealed partial class StateMachineGrain(
             _chunks,
             _writes,
             _expiry.KeysExpired,
-            _lastTransfer));
+            _lastTransfer)
+        {
+            Replication = _primary?.Describe(),
+        });
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The lease reminder could not be registered; expired keys are still cleaned while the partition is active. Configure a reminder service (e.g. UseInMemoryReminderService).")]

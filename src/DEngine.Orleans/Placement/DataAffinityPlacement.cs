@@ -1,4 +1,6 @@
+using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Ownership;
+using Microsoft.Extensions.Options;
 using Orleans;
 using Orleans.Placement;
 using Orleans.Runtime;
@@ -21,9 +23,11 @@ public sealed class DataAffinityPlacementAttribute() : PlacementAttribute(DataAf
 /// Reads the partition's ownership record and places the activation on the owner silo while it is
 /// active. A partition without an owner goes to silo (partition mod N) of the active silos sorted by
 /// name, which spreads partitions evenly. When the owner is down the activation lands elsewhere and
-/// answers PartitionUnavailable rather than serve data it does not have.
+/// answers PartitionUnavailable rather than serve data it does not have. A replicated partition
+/// (Factor above 1) reads its configuration instead: its primary's silo while active, else an active
+/// replica of the configuration (which then takes over as primary).
 /// </summary>
-public sealed class DataAffinityPlacementDirector(IGrainFactory grains, IClusterMembershipService membership) : IPlacementDirector
+public sealed class DataAffinityPlacementDirector(IGrainFactory grains, IClusterMembershipService membership, IOptions<DEngineOptions> options) : IPlacementDirector
 {
     /// <inheritdoc />
     public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
@@ -35,8 +39,31 @@ public sealed class DataAffinityPlacementDirector(IGrainFactory grains, ICluster
             return hinted;
         }
         var partition = target.GrainIdentity.GetIntegerKey();
-        var record = await grains.GetGrain<IPartitionOwnerGrain>(partition).Get();
         var members = membership.CurrentSnapshot.Members;
+        if (options.Value.Replication.Factor > 1)
+        {
+            var configuration = await grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
+            if (configuration.Version > 0)
+            {
+                // The primary first, then the other replicas from the partition's slot on, so the
+                // partitions of a dead silo spread over the survivors.
+                var names = configuration.Replicas.Select(r => r.Silo).ToArray();
+                var start = (int)((ulong)partition % (ulong)names.Length);
+                var preferred = configuration.Primary is { } primary ? new[] { primary.Silo } : [];
+                foreach (var name in preferred.Concat(names.Skip(start)).Concat(names.Take(start)))
+                {
+                    foreach (var silo in compatible)
+                    {
+                        if (members.TryGetValue(silo, out var member) && member.Status == SiloStatus.Active && member.Name == name)
+                        {
+                            return silo;
+                        }
+                    }
+                }
+            }
+            return Spread(compatible, members, partition);
+        }
+        var record = await grains.GetGrain<IPartitionOwnerGrain>(partition).Get();
         if (record.OwnerSilo is not null)
         {
             foreach (var silo in compatible)
@@ -47,6 +74,12 @@ public sealed class DataAffinityPlacementDirector(IGrainFactory grains, ICluster
                 }
             }
         }
+        return Spread(compatible, members, partition);
+    }
+
+    /// <summary>Silo (partition mod N) of the compatible silos in name order.</summary>
+    private static SiloAddress Spread(SiloAddress[] compatible, IReadOnlyDictionary<SiloAddress, ClusterMember> members, long partition)
+    {
         var ordered = compatible
             .OrderBy(s => members.TryGetValue(s, out var m) ? m.Name : s.ToParsableString(), StringComparer.Ordinal)
             .ToArray();

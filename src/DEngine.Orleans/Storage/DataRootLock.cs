@@ -1,3 +1,4 @@
+using DEngine.Orleans.Configuration;
 using DEngine.StateMachine.Snapshots;
 using Microsoft.Extensions.Options;
 using Orleans;
@@ -8,11 +9,13 @@ namespace DEngine.Orleans.Storage;
 /// <summary>
 /// Holds an exclusive lock on <c>{DataRoot}/dengine.lock</c> for the silo's lifetime, taken when the
 /// silo starts. A second silo process pointed at the same data directory fails at start-up with a
-/// clear error instead of fighting over RocksDB locks partition by partition later.
+/// clear error instead of fighting over RocksDB locks partition by partition later. Under the lock it
+/// reads (at the first start: creates) the directory's <see cref="SiloIncarnation"/>.
 /// </summary>
 public sealed class DataRootLock(IOptions<DEngineOptions> options) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
     private FileStream? _lock;
+    private SiloIncarnation? _incarnation;
 
     /// <summary>The lock file.</summary>
     public string LockPath { get; } = Path.Combine(Path.GetFullPath(options.Value.DataRoot), "dengine.lock");
@@ -21,7 +24,23 @@ public sealed class DataRootLock(IOptions<DEngineOptions> options) : ILifecycleP
     public void Participate(ISiloLifecycle lifecycle) =>
         lifecycle.Subscribe(nameof(DataRootLock), ServiceLifecycleStage.RuntimeInitialize, _ => Acquire(), _ => Release());
 
-    /// <summary>Takes the lock (idempotent); throws StorageFailure when another process holds it.</summary>
+    /// <summary>The incarnation of the data directory, read or created by <see cref="Acquire"/> (which this takes first if needed).</summary>
+    public SiloIncarnation Incarnation
+    {
+        get
+        {
+            if (_incarnation is null)
+            {
+                Acquire().GetAwaiter().GetResult(); // synchronous: Acquire completes before it returns
+            }
+            return _incarnation!;
+        }
+    }
+
+    /// <summary>
+    /// Takes the lock (idempotent), then reads or creates the incarnation; throws StorageFailure when
+    /// another process holds the lock or the incarnation file is damaged.
+    /// </summary>
     public Task Acquire()
     {
         if (_lock is not null)
@@ -38,6 +57,15 @@ public sealed class DataRootLock(IOptions<DEngineOptions> options) : ILifecycleP
         catch (IOException ex)
         {
             throw new DEngineException(DEngineErrorCode.StorageFailure, $"The data directory '{Path.GetDirectoryName(LockPath)}' is in use by another silo process (lock file {LockPath}: {ex.Message}). Stop that silo or give this one its own --data-dir.", inner: ex);
+        }
+        try
+        {
+            _incarnation ??= SiloIncarnation.LoadOrCreate(Path.GetDirectoryName(LockPath)!);
+        }
+        catch
+        {
+            Dispose(); // a silo that cannot start must not keep the directory locked
+            throw;
         }
         return Task.CompletedTask;
     }

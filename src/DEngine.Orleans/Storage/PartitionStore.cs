@@ -53,12 +53,21 @@ public sealed class PartitionStore
     public string PartitionPath(int partition) => Path.Combine(DataRoot, "partitions", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>Opens (creating if needed) the engine of <paramref name="partition"/>. Blocking I/O: call off the grain's turn.</summary>
-    public IStateMachine Open(int partition)
+    public IStateMachine Open(int partition) => OpenWith(partition, _options.Durability);
+
+    /// <summary>
+    /// Opens the engine of a replicated partition's copy: Relaxed durability (apply never fsyncs, reads
+    /// are live), because the copy's log makes entries durable and only committed entries are applied.
+    /// Blocking I/O: call off the grain's turn.
+    /// </summary>
+    public IStateMachine OpenReplicated(int partition) => OpenWith(partition, DurabilityMode.Relaxed);
+
+    private IStateMachine OpenWith(int partition, DurabilityMode durability)
     {
         var engine = new RocksDbStateMachine(PartitionPath(partition), new RocksDbStateMachineOptions
         {
             PartitionId = partition,
-            Durability = _options.Durability,
+            Durability = durability,
             MaxKeyBytes = _options.MaxKeyBytes,
             MaxValueBytes = _options.MaxValueBytes,
             TimeProvider = _time,

@@ -21,6 +21,8 @@ public sealed class SiloHost : IAsyncDisposable
 {
     public const int Partitions = 16;
 
+    private const string DefaultClusterId = "dengine-bench";
+
     private readonly IHost _host;
     private readonly string _root;
     private readonly StrongBox<bool> _stopping;
@@ -50,24 +52,28 @@ public sealed class SiloHost : IAsyncDisposable
     public IPEndPoint SiloEndpoint { get; }
 
     /// <summary>One silo alone (the single-silo suites).</summary>
-    public static Task<SiloHost> StartAsync(BenchOptions options) => StartAsync(options, "bench-silo-0", primary: null);
+    public static Task<SiloHost> StartAsync(BenchOptions options) => StartAsync(options, "bench-silo-0", primary: null, replicationFactor: 1, DefaultClusterId);
 
     /// <summary>
     /// <paramref name="count"/> silos in this process forming one cluster over localhost: the first is
     /// the primary (development clustering), the others join through its endpoint. Calls between them
-    /// go over loopback TCP like calls between machines.
+    /// go over loopback TCP like calls between machines. Every silo has its own data directory.
+    /// <paramref name="replicationFactor"/> is DEngine:Replication:Factor on every silo: 1 is the
+    /// single-copy path; above 1 MinReplicas is 2 (the default floor of Factor 3), so replication
+    /// messages cross silos over loopback. Two clusters can run in one process side by side under
+    /// different <paramref name="clusterId"/>s.
     /// </summary>
-    public static async Task<IReadOnlyList<SiloHost>> StartClusterAsync(BenchOptions options, int count)
+    public static async Task<IReadOnlyList<SiloHost>> StartClusterAsync(BenchOptions options, int count, int replicationFactor = 1, string clusterId = DefaultClusterId)
     {
-        var silos = new List<SiloHost> { await StartAsync(options, "bench-silo-0", primary: null) };
+        var silos = new List<SiloHost> { await StartAsync(options, "bench-silo-0", primary: null, replicationFactor, clusterId) };
         for (var i = 1; i < count; i++)
         {
-            silos.Add(await StartAsync(options, $"bench-silo-{i}", silos[0].SiloEndpoint));
+            silos.Add(await StartAsync(options, $"bench-silo-{i}", silos[0].SiloEndpoint, replicationFactor, clusterId));
         }
         return silos;
     }
 
-    private static async Task<SiloHost> StartAsync(BenchOptions options, string name, IPEndPoint? primary)
+    private static async Task<SiloHost> StartAsync(BenchOptions options, string name, IPEndPoint? primary, int replicationFactor, string clusterId)
     {
         var root = Data.TempDir(options, "silo");
         var siloPort = FreePort();
@@ -82,11 +88,17 @@ public sealed class SiloHost : IAsyncDisposable
         builder.Logging.AddFilter((_, _, level) => level >= (stopping.Value ? LogLevel.Critical : LogLevel.Warning));
         builder.UseOrleans(silo =>
         {
-            silo.UseLocalhostClustering(siloPort, FreePort(), primary, serviceId: "dengine-bench", clusterId: "dengine-bench");
+            silo.UseLocalhostClustering(siloPort, FreePort(), primary, serviceId: clusterId, clusterId: clusterId);
             silo.Configure<SiloOptions>(o => o.SiloName = name);
             silo.UseInMemoryReminderService();
             silo.AddDEngine(o =>
             {
+                // A single copy per partition unless the suite asks for replica groups (put-replicated).
+                o.Replication.Factor = replicationFactor;
+                if (replicationFactor > 1)
+                {
+                    o.Replication.MinReplicas = 2;
+                }
                 o.DataRoot = root;
                 o.Partitions = Partitions;
             });
@@ -98,6 +110,12 @@ public sealed class SiloHost : IAsyncDisposable
         await silo.Client.GetStatusAsync();
         return silo;
     }
+
+    /// <summary>
+    /// Quiets this silo's logs as <see cref="DisposeAsync"/> does, before it is stopped: a cluster
+    /// being torn down logs, on the silos still up, replicas that cannot be reached (not measured).
+    /// </summary>
+    public void BeginStopping() => _stopping.Value = true;
 
     public async ValueTask DisposeAsync()
     {

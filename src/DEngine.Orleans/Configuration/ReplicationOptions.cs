@@ -1,0 +1,118 @@
+namespace DEngine.Orleans.Configuration;
+
+/// <summary>
+/// Replica-group settings (section <c>DEngine:Replication</c>): how many silos hold each partition,
+/// the floor below which writes are refused, and the timing of leases and replica removal.
+/// </summary>
+/// <remarks>
+/// The write floor is not lowered on small clusters: with fewer live silos than <see cref="Factor"/>
+/// a partition runs with as many replicas as there are silos (<see cref="EffectiveFactor"/>), and
+/// refuses writes (retryably) while that is below <see cref="EffectiveMinReplicas"/>
+/// (<see cref="CanWrite"/>). So an acknowledged write is always on at least MinReplicas disks; a
+/// deployment that wants to write with fewer silos sets MinReplicas (or Factor) lower, explicitly.
+/// </remarks>
+public sealed class ReplicationOptions
+{
+    /// <summary>
+    /// Default of <see cref="Factor"/>: 1, a single copy (the path every profile ran before replica
+    /// groups). Replica groups are switched on with Factor 3; they become the default once replacement
+    /// and balancing (the next issue) keep a long-running group healthy without an operator.
+    /// </summary>
+    public const int DEFAULT_FACTOR = 1;
+
+    /// <summary>Largest <see cref="Factor"/> accepted.</summary>
+    public const int MAX_FACTOR = 16;
+
+    /// <summary>Default of <see cref="LeaseDuration"/>: 4 s.</summary>
+    public static readonly TimeSpan DEFAULT_LEASE_DURATION = TimeSpan.FromSeconds(4);
+
+    /// <summary>Default of <see cref="HeartbeatInterval"/>: 1 s.</summary>
+    public static readonly TimeSpan DEFAULT_HEARTBEAT_INTERVAL = TimeSpan.FromSeconds(1);
+
+    /// <summary>Default of <see cref="ReplicaTimeout"/>: 6 s.</summary>
+    public static readonly TimeSpan DEFAULT_REPLICA_TIMEOUT = TimeSpan.FromSeconds(6);
+
+    /// <summary>Default of <see cref="MaxClockDrift"/>: 0.05.</summary>
+    public const double DEFAULT_MAX_CLOCK_DRIFT = 0.05;
+
+    private const string Section = DEngineOptions.SectionName + ":Replication:";
+
+    /// <summary>Silos that hold each partition (the primary included). Default 1 (see <see cref="DEFAULT_FACTOR"/>).</summary>
+    public int Factor { get; set; } = DEFAULT_FACTOR;
+
+    /// <summary>
+    /// Fewest replicas a partition accepts writes with; the primary never shrinks its configuration
+    /// below it. Unset: 2 when <see cref="Factor"/> is at least 3, else 1 (see <see cref="EffectiveMinReplicas"/>).
+    /// Set: between 1 and Factor.
+    /// </summary>
+    public int? MinReplicas { get; set; }
+
+    /// <summary>
+    /// How long a lease granted by the replicas lets the primary serve reads without asking them.
+    /// Renewed by the replication traffic. Default 4 s.
+    /// </summary>
+    public TimeSpan LeaseDuration { get; set; } = DEFAULT_LEASE_DURATION;
+
+    /// <summary>How often an idle primary sends a heartbeat to renew its lease; under LeaseDuration / 2, so one lost heartbeat does not lose the lease. Default 1 s.</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = DEFAULT_HEARTBEAT_INTERVAL;
+
+    /// <summary>
+    /// How long the primary waits for a replica's acknowledgement before removing it from the
+    /// configuration; longer than LeaseDuration, so a replica is not dropped for a pause the lease
+    /// itself tolerates. Default 6 s.
+    /// </summary>
+    public TimeSpan ReplicaTimeout { get; set; } = DEFAULT_REPLICA_TIMEOUT;
+
+    /// <summary>
+    /// Bound on how much faster or slower one silo's clock runs than another's, as a fraction. A new
+    /// primary waits <see cref="NewPrimaryReadDelay"/> = LeaseDuration × (1 + MaxClockDrift) before
+    /// serving reads, so the old primary's lease has run out by any clock. Default 0.05.
+    /// </summary>
+    public double MaxClockDrift { get; set; } = DEFAULT_MAX_CLOCK_DRIFT;
+
+    /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
+    public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
+
+    /// <summary>How long a new primary waits before serving reads: LeaseDuration × (1 + MaxClockDrift).</summary>
+    public TimeSpan NewPrimaryReadDelay => LeaseDuration * (1 + MaxClockDrift);
+
+    /// <summary>Replicas a partition runs with when <paramref name="liveSilos"/> silos are alive: min(Factor, liveSilos), never negative.</summary>
+    public int EffectiveFactor(int liveSilos) => Math.Clamp(liveSilos, 0, Factor);
+
+    /// <summary>
+    /// Whether a configuration of <paramref name="replicas"/> replicas may acknowledge writes:
+    /// replicas ≥ <see cref="EffectiveMinReplicas"/>. Not clamped to <see cref="EffectiveFactor"/>: a
+    /// cluster smaller than the floor refuses writes rather than acknowledge fewer copies than promised.
+    /// </summary>
+    public bool CanWrite(int replicas) => replicas >= EffectiveMinReplicas;
+
+    /// <summary>Returns the first problem as "DEngine:Replication:Key message", or null when valid.</summary>
+    public string? Validate()
+    {
+        if (Factor is < 1 or > MAX_FACTOR)
+        {
+            return $"{Section}{nameof(Factor)} must be between 1 and {MAX_FACTOR} (was {Factor}).";
+        }
+        if (MinReplicas is { } min && (min < 1 || min > Factor))
+        {
+            return $"{Section}{nameof(MinReplicas)} must be between 1 and {Section}{nameof(Factor)} ({Factor}) (was {min}).";
+        }
+        if (LeaseDuration <= TimeSpan.Zero || LeaseDuration > TimeSpan.FromMinutes(5))
+        {
+            return $"{Section}{nameof(LeaseDuration)} must be more than 00:00:00 and at most 00:05:00 (was {LeaseDuration}).";
+        }
+        if (HeartbeatInterval <= TimeSpan.Zero || HeartbeatInterval >= LeaseDuration / 2)
+        {
+            return $"{Section}{nameof(HeartbeatInterval)} must be more than 00:00:00 and less than half of {Section}{nameof(LeaseDuration)} ({LeaseDuration / 2}) (was {HeartbeatInterval}).";
+        }
+        if (ReplicaTimeout <= LeaseDuration || ReplicaTimeout > TimeSpan.FromMinutes(10))
+        {
+            return $"{Section}{nameof(ReplicaTimeout)} must be more than {Section}{nameof(LeaseDuration)} ({LeaseDuration}) and at most 00:10:00 (was {ReplicaTimeout}).";
+        }
+        if (double.IsNaN(MaxClockDrift) || MaxClockDrift is < 0 or > 0.5)
+        {
+            return $"{Section}{nameof(MaxClockDrift)} must be a fraction between 0 and 0.5 (was {MaxClockDrift}).";
+        }
+        return null;
+    }
+}

@@ -1,0 +1,378 @@
+using DEngine.Orleans.Configuration;
+using DEngine.Orleans.Replication;
+using DEngine.Protos.Common;
+using DEngine.StateMachine;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using Orleans;
+
+namespace DEngine.Orleans.Partitions;
+
+/// <summary>
+/// The primary role of a replicated partition in one activation: the <see cref="IChunkCommitter"/>
+/// that turns the sequencer's chunks into log entries for the <see cref="Replicator"/>, answers each
+/// chunk's writers once its entries are committed and applied, keeps the configuration current
+/// (removes replicas that stopped answering, adds caught-up ones back, by compare-and-swap) and says
+/// when reads may be served (the lease).
+/// </summary>
+/// <remarks>
+/// Runs on the partition grain's scheduler, like the replicator. Writes are refused (retryably,
+/// nothing sequenced) while the configuration has fewer replicas than
+/// <see cref="ReplicationOptions.EffectiveMinReplicas"/>. When the replicator fails (a newer primary
+/// exists, or the local log failed), every chunk still waiting gets OutcomeUnknown: its entries may
+/// be in logs a newer primary commits.
+/// </remarks>
+public sealed partial class ReplicatedPrimary : IChunkCommitter
+{
+    private readonly int _partition;
+    private readonly string _identity;
+    private readonly ReplicationOptions _options;
+    private readonly IGrainFactory _grains;
+    private readonly SiloMembers _members;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Action<IReadOnlyList<ApplyEntry>, IReadOnlyList<ApplyResult>> _recordApplied;
+    private readonly Queue<PendingChunk> _pending = new();
+    private readonly TaskCompletionSource _noopApplied = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly int _maxInFlight;
+    private ulong _noopIndex;
+    private long _inFlightWrites;
+    private bool _maintaining;
+
+    /// <summary>Builds the role over the promoted local copy and the stored configuration it won.</summary>
+    public ReplicatedPrimary(
+        int partition,
+        string identity,
+        PartitionConfiguration configuration,
+        ReplicaCopy copy,
+        ReplicationOptions options,
+        int maxInFlightWrites,
+        IGrainFactory grains,
+        SiloMembers members,
+        TimeProvider time,
+        ILogger logger,
+        Action<IReadOnlyList<ApplyEntry>, IReadOnlyList<ApplyResult>> recordApplied)
+    {
+        _partition = partition;
+        _identity = identity;
+        Configuration = configuration;
+        Copy = copy;
+        _options = options;
+        _maxInFlight = maxInFlightWrites;
+        _grains = grains;
+        _members = members;
+        _time = time;
+        _logger = logger;
+        _recordApplied = recordApplied;
+        Replicator = new Replicator(
+            partition,
+            identity,
+            configuration.Version,
+            copy,
+            configuration.Replicas.Select(r => r.Silo),
+            silo => grains.GetGrain<IReplicaGrain>(ReplicaKey.Of(partition, silo)),
+            new ReplicatorSettings(options.HeartbeatInterval, options.ReplicaTimeout, options.LeaseDuration),
+            time,
+            logger,
+            OnApplied);
+        Replicator.Failed.ContinueWith(
+            static (task, state) => ((ReplicatedPrimary)state!).FailPending(task.Result),
+            this,
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Current);
+    }
+
+    /// <summary>The configuration this primary runs (its version is the term of what it writes).</summary>
+    public PartitionConfiguration Configuration { get; private set; }
+
+    /// <summary>This silo's copy.</summary>
+    public ReplicaCopy Copy { get; }
+
+    /// <summary>The replication of this configuration.</summary>
+    public Replicator Replicator { get; }
+
+    /// <summary>Reads are served from this <see cref="TimeProvider.GetTimestamp"/> on (after the old primary's lease ran out).</summary>
+    public long ReadsFrom { get; private set; }
+
+    /// <summary>
+    /// Starts replicating, writes the new term's Noop and waits until it is committed and the old
+    /// primary's lease is over (<paramref name="leaseWait"/>): then everything before it is committed
+    /// and applied here, and nobody else can serve a read. Throws PartitionUnavailable when that takes
+    /// longer than the replica timeout.
+    /// </summary>
+    public async Task StartAsync(TimeSpan leaseWait)
+    {
+        ReadsFrom = _time.GetTimestamp() + (long)(leaseWait.TotalSeconds * _time.TimestampFrequency);
+        Replicator.Start();
+        _noopIndex = Replicator.LastSequenced + 1;
+        Replicator.Append([new Entry { Index = _noopIndex, Term = Configuration.Version, Payload = new EntryPayload { Noop = new Noop() } }]);
+        var committed = await Task.WhenAny(_noopApplied.Task, Replicator.Failed, Task.Delay(_options.ReplicaTimeout * 2, _time));
+        if (committed != _noopApplied.Task)
+        {
+            var why = Replicator.Failed.IsCompleted ? Replicator.Failed.Result.Detail : $"its replicas did not acknowledge the new term's first entry within {_options.ReplicaTimeout * 2}";
+            Replicator.Stop(new DEngineException(DEngineErrorCode.PartitionUnavailable, why, _partition));
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"taking over as primary of version {Configuration.Version} failed: {why}. Retry.", _partition);
+        }
+        var remaining = _time.GetElapsedTime(_time.GetTimestamp(), ReadsFrom);
+        if (remaining > TimeSpan.Zero)
+        {
+            await Task.Delay(remaining, _time);
+        }
+    }
+
+    /// <summary>True when a read may be served here now: the old primary's lease is over and this one holds its own.</summary>
+    public bool CanRead() => !Replicator.Failed.IsCompleted && _time.GetTimestamp() >= ReadsFrom && Replicator.HoldsLease();
+
+    /// <summary>Throws the retryable error a write gets while the configuration is below the floor.</summary>
+    public void ThrowIfTooFewReplicas()
+    {
+        var count = Configuration.Replicas.Length;
+        if (!_options.CanWrite(count))
+        {
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} has {count} replica(s) ({string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}), fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas}: writes are refused (nothing was applied) until another silo holds a copy. Retry.", _partition);
+        }
+        // A replica that stopped answering but cannot be removed (the floor) blocks every commit: refuse
+        // rather than queue writes that would wait for it.
+        var silent = Replicator.Unresponsive();
+        if (silent.Count > 0 && !_options.CanWrite(count - silent.Count))
+        {
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: replica(s) {string.Join(", ", silent)} stopped answering and removing them would leave fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas} replicas: writes are refused (nothing was applied) until one answers or another silo catches up. Retry.", _partition);
+        }
+    }
+
+    /// <summary>A one-line description for status: version, replicas, learners and the floor.</summary>
+    public string Describe()
+    {
+        // Learners on silos that are away are shipped to when they return; only live ones are catching up.
+        var learners = Replicator.Progress().Where(p => !p.Member && _members.IsActive(p.Silo)).Select(p => p.Silo).ToArray();
+        var count = Configuration.Replicas.Length;
+        var text = $"v{Configuration.Version}: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo == Configuration.Primary?.Silo ? r.Silo + "*" : r.Silo))}";
+        if (learners.Length > 0)
+        {
+            text += $"; catching up: {string.Join(", ", learners)}";
+        }
+        if (count < _options.Factor)
+        {
+            text += $"; {count} of {_options.Factor} replicas";
+        }
+        if (!_options.CanWrite(count))
+        {
+            text += $"; writes refused below MinReplicas {_options.EffectiveMinReplicas}";
+        }
+        return text;
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<ApplyResult>> Commit(OpenPartition partition, IReadOnlyList<ApplyEntry> chunk)
+    {
+        if (Replicator.Failed.IsCompleted)
+        {
+            // Never sequenced: not applied anywhere, safe to retry at the current primary.
+            throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: this primary stopped ({Replicator.Failed.Result.Detail}); nothing of this write was applied. Retry.", _partition);
+        }
+        ThrowIfTooFewReplicas();
+        var entries = new Entry[chunk.Count];
+        for (var i = 0; i < entries.Length; i++)
+        {
+            var command = chunk[i].Command;
+            entries[i] = new Entry
+            {
+                Index = chunk[i].Index,
+                Term = chunk[i].Term,
+                Payload = command is null ? new EntryPayload { Noop = new Noop() } : new EntryPayload { Command = command.ToByteString() },
+            };
+        }
+        var pending = new PendingChunk(chunk);
+        Replicator.Append(entries);
+        _pending.Enqueue(pending);
+        _inFlightWrites += chunk.Count;
+        return pending.Done.Task;
+    }
+
+    /// <inheritdoc />
+    public ulong NextIndex(OpenPartition partition) => Replicator.LastSequenced + 1;
+
+    /// <summary>
+    /// Chunks replicated at once. More than one, so a chunk never waits for the previous one's round
+    /// trip; few, so that writes arriving meanwhile gather into the next chunk (group commit) instead
+    /// of each becoming a chunk of its own.
+    /// </summary>
+    public const int MaxChunksInFlight = 2;
+
+    /// <inheritdoc />
+    public Task ReadyForNext(Task lastCommit) =>
+        _pending.Count >= MaxChunksInFlight || _inFlightWrites >= _maxInFlight ? _pending.Peek().Done.Task : Task.CompletedTask;
+
+    /// <summary>
+    /// The periodic duties (every heartbeat interval): remove replicas that stopped answering (never
+    /// below the floor), ship to silos that could become replicas, and add those caught up. Each change
+    /// is a compare-and-swap of the configuration; losing one means a newer primary exists.
+    /// </summary>
+    public async Task MaintainAsync()
+    {
+        if (_maintaining || Replicator.Failed.IsCompleted)
+        {
+            return;
+        }
+        _maintaining = true;
+        try
+        {
+            foreach (var silo in Replicator.Unresponsive())
+            {
+                if (Configuration.Replicas.Length - 1 < _options.EffectiveMinReplicas)
+                {
+                    LogCannotRemove(_partition, silo, _options.EffectiveMinReplicas);
+                    continue;
+                }
+                if (!await ChangeAsync(Configuration.Without(silo)))
+                {
+                    return;
+                }
+                Replicator.Demote(silo);
+                LogRemoved(_partition, silo, Configuration.Version);
+            }
+            var active = _members.ActiveNames();
+            var wanted = _options.EffectiveFactor(active.Count);
+            var progress = Replicator.Progress();
+            var learners = progress.Where(p => !p.Member).Select(p => p.Silo).ToHashSet(StringComparer.Ordinal);
+            // Members that stopped answering (kept only because of the floor) do not count: a silo
+            // catching up in their place lets the floor hold and then lets them be removed.
+            var answering = Configuration.Replicas.Length - Replicator.Unresponsive().Count;
+            if (answering + learners.Count < wanted)
+            {
+                // Spread replicas: start after this partition's slot in the name order.
+                foreach (var silo in active.Select((name, i) => (name, i)).OrderBy(x => (x.i - _partition % Math.Max(1, active.Count) + active.Count) % active.Count).Select(x => x.name))
+                {
+                    if (answering + learners.Count >= wanted)
+                    {
+                        break;
+                    }
+                    if (!Configuration.Contains(silo) && learners.Add(silo))
+                    {
+                        Replicator.AddLearner(silo);
+                    }
+                }
+            }
+            foreach (var silo in Replicator.CaughtUpLearners())
+            {
+                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo))
+                {
+                    continue;
+                }
+                var position = await _grains.GetGrain<IReplicaGrain>(ReplicaKey.Of(_partition, silo)).Describe();
+                // Counted for commits before the new configuration is stored (see Replicator.Promote).
+                Replicator.Promote(silo);
+                if (!await ChangeAsync(Configuration.WithReplica(new ReplicaId(silo, position.Incarnation ?? ""))))
+                {
+                    return;
+                }
+                LogAdded(_partition, silo, Configuration.Version);
+            }
+        }
+        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
+        {
+            LogMaintenanceFailed(_partition, ex);
+        }
+        finally
+        {
+            _maintaining = false;
+        }
+    }
+
+    /// <summary>
+    /// Names <paramref name="silo"/>, a replica, as the primary in the stored configuration (the caller
+    /// then migrates the activation there, which takes over with a higher version). Throws
+    /// InvalidArgument when it holds no replica.
+    /// </summary>
+    public async Task HandOverAsync(string silo)
+    {
+        var replica = Configuration.Find(silo)
+            ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{silo}' holds no replica of partition {_partition} (replicas: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}); a replicated partition's primary moves only to one of its replicas.", _partition);
+        if (!await ChangeAsync(Configuration.WithPrimary(replica)))
+        {
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: its configuration changed during the handover. Retry.", _partition);
+        }
+    }
+
+    /// <summary>Stops replicating: nothing is acknowledged after this; chunks still waiting get OutcomeUnknown.</summary>
+    public void Stop(string why) =>
+        Replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, why, _partition));
+
+    /// <summary>Stores <paramref name="edited"/> as the next version; false (and stops) when another configuration won.</summary>
+    private async Task<bool> ChangeAsync(PartitionConfiguration edited)
+    {
+        var proposed = edited.Next();
+        var change = await _grains.GetGrain<IPartitionConfigurationGrain>(_partition).CompareAndSwap(Configuration.Version, proposed);
+        if (!change.Won)
+        {
+            // Someone else changed it: a newer primary took over (we no longer are one).
+            Replicator.Stop(new DEngineException(DEngineErrorCode.StaleEpoch, $"Partition {_partition}: its configuration changed to {change.Current} while this primary ran version {Configuration.Version}. Retry: the current primary answers.", _partition));
+            return false;
+        }
+        Configuration = change.Current;
+        return true;
+    }
+
+    private void OnApplied(IReadOnlyList<ApplyResult> results)
+    {
+        var i = 0;
+        while (i < results.Count)
+        {
+            var result = results[i];
+            if (result.Index == _noopIndex)
+            {
+                _noopApplied.TrySetResult();
+            }
+            if (_pending.TryPeek(out var head) && result.Index >= head.First)
+            {
+                head.Results.Add(result);
+                if (result.Index == head.Last)
+                {
+                    _pending.Dequeue();
+                    _inFlightWrites -= head.Chunk.Count;
+                    _recordApplied(head.Chunk, head.Results);
+                    head.Done.TrySetResult(head.Results);
+                }
+            }
+            i++;
+        }
+    }
+
+    private void FailPending(DEngineException reason)
+    {
+        var error = reason.Code is DEngineErrorCode.NotServing or DEngineErrorCode.StaleEpoch or DEngineErrorCode.PartitionUnavailable
+            ? new DEngineException(DEngineErrorCode.OutcomeUnknown, $"Partition {_partition}: this primary stopped ({reason.Detail}) before the write was committed; it may still be committed by the next primary. Read to find out.", _partition, 0, reason)
+            : reason;
+        while (_pending.TryDequeue(out var pending))
+        {
+            pending.Done.TrySetException(error);
+        }
+        _inFlightWrites = 0;
+    }
+
+    private sealed class PendingChunk(IReadOnlyList<ApplyEntry> chunk)
+    {
+        public IReadOnlyList<ApplyEntry> Chunk { get; } = chunk;
+
+        public ulong First { get; } = chunk[0].Index;
+
+        public ulong Last { get; } = chunk[^1].Index;
+
+        public List<ApplyResult> Results { get; } = new(chunk.Count);
+
+        public TaskCompletionSource<IReadOnlyList<ApplyResult>> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: replica {Silo} stopped answering, but removing it would leave fewer than MinReplicas = {MinReplicas}; commits wait for it.")]
+    private partial void LogCannotRemove(int partition, string silo, int minReplicas);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: replica {Silo} stopped answering and was removed (configuration version {Version}); it is caught up and added back when it returns.")]
+    private partial void LogRemoved(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: silo {Silo} caught up and is a replica again (configuration version {Version}).")]
+    private partial void LogAdded(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: a configuration change failed; retried on the next round.")]
+    private partial void LogMaintenanceFailed(int partition, Exception exception);
+}

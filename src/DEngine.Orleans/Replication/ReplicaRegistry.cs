@@ -1,0 +1,120 @@
+using System.Collections.Concurrent;
+using DEngine.Orleans.Storage;
+using DEngine.StateMachine.Replication;
+using DEngine.StateMachine.Snapshots;
+
+namespace DEngine.Orleans.Replication;
+
+/// <summary>
+/// The copies of replicated partitions this silo holds, open once each and shared by the replica
+/// endpoint (<see cref="ReplicaGrain"/>) and a primary on this silo. A copy is its partition's
+/// database (opened with Relaxed durability: the log makes entries durable, see
+/// <see cref="ReplicaCopy"/>) and its log in <c>{DataRoot}/logs/{partition}</c>.
+/// </summary>
+public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : IDisposable
+{
+    private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
+    private readonly ConcurrentDictionary<int, byte> _primaries = new();
+    private readonly ConcurrentDictionary<int, ulong> _lastPrimaryVersion = new();
+    private readonly object _closeGate = new();
+    private bool _closed;
+
+    /// <summary>The directory of partition <paramref name="partition"/>'s log.</summary>
+    public string LogPath(int partition) => Path.Combine(store.DataRoot, "logs", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The partitions whose primary runs on this silo now (for the handover at shutdown).</summary>
+    public IReadOnlyCollection<int> Primaries => _primaries.Keys.ToArray();
+
+    /// <summary>
+    /// The configuration version of the last primary of <paramref name="partition"/> that ran in this
+    /// process, or 0. When it is the stored version and no primary runs here now, the last lease
+    /// holder was that activation, which stopped serving when it deactivated (and had waited out every
+    /// older lease before it served): a new activation here need not wait for a lease.
+    /// </summary>
+    public ulong LastPrimaryVersion(int partition) => _lastPrimaryVersion.TryGetValue(partition, out var version) ? version : 0;
+
+    /// <summary>Records that the primary of <paramref name="partition"/> runs here (true) or no longer does (false), and the configuration version it ran last.</summary>
+    public void SetPrimary(int partition, bool here, ulong version)
+    {
+        _lastPrimaryVersion[partition] = version;
+        if (here)
+        {
+            _primaries[partition] = 0;
+        }
+        else
+        {
+            _primaries.TryRemove(partition, out _);
+        }
+    }
+
+    /// <summary>The partitions with a copy open here now.</summary>
+    public IReadOnlyCollection<int> OpenPartitions => _copies.Where(c => c.Value.IsValueCreated).Select(c => c.Key).ToArray();
+
+    /// <summary>The copy of <paramref name="partition"/>, opened (and replayed) on first use. Blocking I/O: call off a grain's turn.</summary>
+    public ReplicaCopy Open(int partition)
+    {
+        lock (_closeGate)
+        {
+            if (_closed)
+            {
+                throw new DEngineException(DEngineErrorCode.NotServing, "This silo is stopping; its copies are closed. Retry: another replica answers.", partition);
+            }
+        }
+        var lazy = _copies.GetOrAdd(partition, p => new Lazy<ReplicaCopy>(() => OpenCopy(p), LazyThreadSafetyMode.ExecutionAndPublication));
+        try
+        {
+            return lazy.Value;
+        }
+        catch
+        {
+            // A failed open is not cached: the next call tries again.
+            _copies.TryRemove(new KeyValuePair<int, Lazy<ReplicaCopy>>(partition, lazy));
+            throw;
+        }
+    }
+
+    /// <summary>The copy of <paramref name="partition"/> if it is open here now.</summary>
+    public bool TryGet(int partition, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out ReplicaCopy copy)
+    {
+        copy = null;
+        if (_copies.TryGetValue(partition, out var lazy) && lazy.IsValueCreated)
+        {
+            copy = lazy.Value;
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>Closes every copy (silo stop); later opens fail with NotServing.</summary>
+    public void Dispose()
+    {
+        lock (_closeGate)
+        {
+            _closed = true;
+        }
+        foreach (var lazy in _copies.Values)
+        {
+            if (lazy.IsValueCreated)
+            {
+                lazy.Value.Dispose();
+            }
+        }
+        _copies.Clear();
+    }
+
+    private ReplicaCopy OpenCopy(int partition)
+    {
+        DurableFiles.CreateDirectoryDurably(Path.Combine(store.DataRoot, "logs"));
+        var engine = store.OpenReplicated(partition);
+        try
+        {
+            var log = LogPath(partition);
+            return new ReplicaCopy(partition, engine, ReplicatedLog.Open(log, partition, store.Time), versionFile: log + ".version", time: time, closeEngine: store.Close);
+        }
+        catch
+        {
+            store.Close(engine);
+            throw;
+        }
+    }
+}

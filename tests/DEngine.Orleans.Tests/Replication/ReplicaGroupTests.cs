@@ -1,0 +1,171 @@
+using DEngine.Client;
+using DEngine.Orleans.Configuration;
+using DEngine.Protos.Common;
+using static DEngine.Orleans.Tests.Keys;
+
+namespace DEngine.Orleans.Tests.Replication;
+
+/// <summary>
+/// Replica groups of three on an in-process 3-silo cluster: what a write needs before it is
+/// acknowledged, and how a partition keeps serving when a replica's or the primary's silo goes away.
+/// (Stops here are Orleans' KillSiloAsync: availability, not crash durability, which the real-process
+/// tests cover.)
+/// </summary>
+[Collection(ReplicatedClusterCollection.Name)]
+public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
+{
+    private static readonly TimeSpan Settle = TimeSpan.FromSeconds(60);
+
+    private async Task<PartitionConfiguration> ConfigurationOf(int partition) =>
+        await cluster.Grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
+
+    /// <summary>Writes <paramref name="value"/> under a fresh key of <paramref name="partition"/>; returns the key once acknowledged.</summary>
+    private async Task<byte[]> PutAsync(int partition, string value)
+    {
+        var key = InPartition(partition);
+        await cluster.Client.PutAsync(key, B(value));
+        return key;
+    }
+
+    /// <summary>The primary's applied index: everything acknowledged so far is at or below it.</summary>
+    private async Task<ulong> AppliedAsync(int partition) => (await cluster.Client.GetPartitionStatusAsync(partition)).AppliedIndex;
+
+    /// <summary>Waits until <paramref name="partition"/> has three replicas again (an earlier test may have stopped a silo).</summary>
+    private Task SettledAsync(int partition) =>
+        WaitUntilAsync(async () => (await ConfigurationOf(partition)).Replicas.Length == 3, $"partition {partition} has three replicas");
+
+    private async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Settle;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"not within {Settle}: {what}");
+            }
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task A_write_is_acknowledged_only_once_every_replica_has_it_in_its_log()
+    {
+        const int partition = 1;
+        await PutAsync(partition, "activate");
+        await SettledAsync(partition);
+        var acked = new List<byte[]>();
+        for (var i = 0; i < 20; i++)
+        {
+            acked.Add(await PutAsync(partition, $"v{i}"));
+        }
+        var config = await ConfigurationOf(partition);
+        Assert.Equal(3, config.Replicas.Length);
+        // Applied at the primary means committed: in every replica's log.
+        var last = await AppliedAsync(partition);
+        foreach (var replica in config.Replicas)
+        {
+            Assert.True(cluster.RegistryOf(replica.Silo).TryGet(partition, out var copy), $"silo {replica.Silo} has no open copy");
+            Assert.True(copy.Position.LastIndex >= last, $"silo {replica.Silo}'s log ends at {copy.Position.LastIndex}, below the acknowledged {last}");
+        }
+        var values = await cluster.Client.GetMultiAsync(acked.ToArray());
+        Assert.Equal(Enumerable.Range(0, 20).Select(i => $"v{i}"), values.Select(S));
+        var status = await cluster.Client.GetPartitionStatusAsync(partition);
+        Assert.NotNull(status.Replication);
+        Assert.StartsWith($"v{config.Version}: ", status.Replication);
+        Assert.Equal(config.Primary!.Silo, ClusterFixture.SiloOf(status));
+    }
+
+    [Fact]
+    public async Task ApplyChunk_from_an_external_log_is_refused_on_a_replicated_partition_and_changes_nothing()
+    {
+        const int partition = 2;
+        await PutAsync(partition, "first");
+        var before = await cluster.Client.GetPartitionStatusAsync(partition);
+        var entry = new Entry { Index = before.AppliedIndex + 1, Term = before.AppliedTerm, Payload = new EntryPayload { Noop = new Noop() } };
+        var error = await Assert.ThrowsAsync<DEngineException>(() => cluster.Grains.GetGrain<IStateMachineGrain>(partition).ApplyChunk([entry]));
+        Assert.Equal(DEngineErrorCode.FeatureNotEnabled, error.Code);
+        Assert.Contains("single-replica", error.Message);
+        Assert.Equal(before.AppliedIndex, (await cluster.Client.GetPartitionStatusAsync(partition)).AppliedIndex);
+    }
+
+    [Fact]
+    public async Task When_a_replica_silo_goes_away_writes_go_on_with_the_others_and_it_rejoins_caught_up()
+    {
+        // A partition led by the first silo (tests never stop it); one of its replicas goes away.
+        var partition = await PartitionLedByAsync(cluster.LiveSilos[0]);
+        await SettledAsync(partition);
+        var config = await ConfigurationOf(partition);
+        var victim = config.Replicas.Select(r => r.Silo).First(s => s != config.Primary!.Silo);
+        await cluster.StopSiloAsync(victim, kill: true);
+        try
+        {
+            var during = new List<byte[]>();
+            for (var i = 0; i < 10; i++)
+            {
+                during.Add(await PutAsync(partition, $"during-{i}"));
+            }
+            var shrunk = await ConfigurationOf(partition);
+            Assert.DoesNotContain(shrunk.Replicas, r => r.Silo == victim);
+            Assert.True(shrunk.Version > config.Version);
+            Assert.Equal(during.Select((_, i) => $"during-{i}"), (await cluster.Client.GetMultiAsync(during.ToArray())).Select(S));
+
+            await cluster.StartSiloAsync(victim);
+            await WaitUntilAsync(async () => (await ConfigurationOf(partition)).Contains(victim), $"silo {victim} is a replica again");
+            var last = await AppliedAsync(partition);
+            Assert.True(cluster.RegistryOf(victim).TryGet(partition, out var copy));
+            Assert.True(copy.Position.LastIndex >= last, $"the returned replica's log ends at {copy.Position.LastIndex}, below {last}");
+        }
+        finally
+        {
+            if (!cluster.LiveSilos.Contains(victim))
+            {
+                await cluster.StartSiloAsync(victim);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task When_the_primary_silo_goes_away_a_replica_takes_over_with_every_acknowledged_write()
+    {
+        var leader = cluster.LiveSilos[1];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var before = await ConfigurationOf(partition);
+        var acked = new List<byte[]>();
+        for (var i = 0; i < 20; i++)
+        {
+            acked.Add(await PutAsync(partition, $"before-{i}"));
+        }
+        await cluster.StopSiloAsync(leader, kill: true);
+        try
+        {
+            // The client retries while the replicas notice and one takes over.
+            acked.Add(await PutAsync(partition, "after"));
+            var after = await ConfigurationOf(partition);
+            Assert.NotEqual(leader, after.Primary!.Silo);
+            Assert.True(after.Version > before.Version);
+            var values = await cluster.Client.GetMultiAsync(acked.ToArray());
+            Assert.Equal([.. Enumerable.Range(0, 20).Select(i => $"before-{i}"), "after"], values.Select(S));
+            var status = await cluster.Client.GetPartitionStatusAsync(partition);
+            Assert.Equal(after.Primary.Silo, ClusterFixture.SiloOf(status));
+        }
+        finally
+        {
+            await cluster.StartSiloAsync(leader);
+        }
+    }
+
+    /// <summary>A partition whose primary is on <paramref name="silo"/> (activating partitions until one lands there).</summary>
+    private async Task<int> PartitionLedByAsync(string silo)
+    {
+        for (var partition = 0; partition < ClusterFixture.Partitions; partition++)
+        {
+            await PutAsync(partition, "probe");
+            if ((await ConfigurationOf(partition)).Primary?.Silo == silo)
+            {
+                return partition;
+            }
+        }
+        throw new InvalidOperationException($"no partition is led by {silo}");
+    }
+}

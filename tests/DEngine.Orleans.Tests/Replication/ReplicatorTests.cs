@@ -1,0 +1,283 @@
+using DEngine.Orleans.Replication;
+using DEngine.Protos.Common;
+using DEngine.StateMachine;
+using DEngine.StateMachine.Replication;
+using DEngine.StateMachine.Tests.Support;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using static DEngine.StateMachine.Tests.Support.Log;
+
+namespace DEngine.Orleans.Tests.Replication;
+
+/// <summary>
+/// The primary's replicator over real copies (log + engine in temp directories), with in-process
+/// endpoints that can hold or fail messages. Everything runs on one exclusive scheduler, as it does
+/// on a grain's.
+/// </summary>
+public sealed class ReplicatorTests : IDisposable
+{
+    private const int Partition = 1;
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
+    private readonly TempDirectory _dir = new();
+    private readonly FakeTimeProvider _time = new();
+    private readonly TaskScheduler _scheduler = new ConcurrentExclusiveSchedulerPair().ExclusiveScheduler;
+    private readonly Dictionary<string, FakeReplica> _replicas = new();
+    private readonly List<ApplyResult> _results = [];
+    private readonly List<ReplicaCopy> _copies = [];
+    private readonly ReplicatorSettings _settings = new(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(6), TimeSpan.FromSeconds(4));
+
+    public void Dispose()
+    {
+        foreach (var copy in _copies)
+        {
+            copy.Dispose();
+        }
+        _dir.Dispose();
+    }
+
+    private ReplicaCopy Copy(string name)
+    {
+        var engine = new RocksDbStateMachine(_dir.Sub($"{name}-engine"), new RocksDbStateMachineOptions { PartitionId = Partition, Durability = DurabilityMode.Relaxed });
+        var copy = new ReplicaCopy(Partition, engine, ReplicatedLog.Open(_dir.Sub($"{name}-log"), Partition));
+        _copies.Add(copy);
+        return copy;
+    }
+
+    private FakeReplica Replica(string name) => _replicas[name] = new FakeReplica(Copy(name));
+
+    private Task<T> OnScheduler<T>(Func<T> action) => Task.Factory.StartNew(action, CancellationToken.None, TaskCreationOptions.None, _scheduler);
+
+    private Task OnScheduler(Action action) => Task.Factory.StartNew(action, CancellationToken.None, TaskCreationOptions.None, _scheduler);
+
+    private async Task<Replicator> StartAsync(ReplicaCopy primary, ulong version, params string[] replicas)
+    {
+        primary.Promote(version);
+        return await OnScheduler(() =>
+        {
+            var replicator = new Replicator(Partition, "p", version, primary, replicas, name => _replicas[name], _settings, _time, NullLogger.Instance, results =>
+            {
+                lock (_results)
+                {
+                    _results.AddRange(results);
+                }
+            });
+            replicator.Start();
+            return replicator;
+        });
+    }
+
+    private int ResultCount
+    {
+        get
+        {
+            lock (_results)
+            {
+                return _results.Count;
+            }
+        }
+    }
+
+    private static async Task Until(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Wait;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for: {what}");
+            }
+            await Task.Delay(5);
+        }
+    }
+
+    /// <summary>
+    /// Moves the fake clock in small steps until <paramref name="condition"/> holds: a loop may not be
+    /// waiting on its timer yet when a single jump would happen.
+    /// </summary>
+    private async Task TickUntil(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + Wait;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting for: {what}");
+            }
+            _time.Advance(TimeSpan.FromMilliseconds(100));
+            await Task.Delay(5);
+        }
+    }
+
+    [Fact]
+    public async Task A_chunk_is_applied_and_reported_only_once_every_replica_holds_it()
+    {
+        var primary = Copy("p");
+        var a = Replica("a");
+        var b = Replica("b");
+        b.Hold();
+        var replicator = await StartAsync(primary, 1, "a", "b");
+        await OnScheduler(() => replicator.Append([Insert(1, "k", "v"), Insert(2, "k2", "v2")]));
+        await Until(() => a.Copy.Position.LastIndex == 2, "replica a has the chunk");
+        await Until(() => primary.Position.LastIndex == 2, "the primary's log has the chunk");
+        Assert.Equal(0, ResultCount);
+        Assert.Equal(0ul, primary.Engine.LastApplied.Index);
+        b.Release();
+        await Until(() => ResultCount == 2, "both writes reported");
+        Assert.Equal(2ul, primary.Engine.LastApplied.Index);
+        Assert.Equal(2ul, replicator.CommitIndex);
+        // The replicas learn the commit index on the next message (here the heartbeat).
+        await TickUntil(() => a.Copy.Engine.LastApplied.Index == 2 && b.Copy.Engine.LastApplied.Index == 2, "replicas apply the committed chunk");
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
+    public async Task A_replica_that_has_seen_a_newer_version_deposes_the_primary()
+    {
+        var primary = Copy("p");
+        var a = Replica("a");
+        a.Copy.Promote(5);
+        var replicator = await StartAsync(primary, 2, "a");
+        // The first message (sent at once) meets the newer version.
+        var reason = await replicator.Failed.WaitAsync(Wait);
+        Assert.Equal(DEngineErrorCode.StaleEpoch, reason.Code);
+        Assert.Equal(0, ResultCount);
+        Assert.Equal(0ul, primary.Engine.LastApplied.Index);
+        var refused = await Assert.ThrowsAsync<DEngineException>(() => OnScheduler(() => replicator.Append([Insert(1, "k", "v", term: 2)])));
+        Assert.Equal(DEngineErrorCode.StaleEpoch, refused.Code);
+        Assert.Equal(0ul, primary.Position.LastIndex); // nothing reached even the primary's own log
+    }
+
+    [Fact]
+    public async Task A_replica_that_lacks_entries_is_brought_up_from_the_primary_log()
+    {
+        var primary = Copy("p");
+        primary.Promote(1);
+        primary.AppendOwn(1, [Insert(1, "a", "1"), Insert(2, "b", "2"), Insert(3, "c", "3")], 3);
+        primary.Commit(3);
+        var a = Replica("a"); // empty: it missed all three
+        var replicator = await StartAsync(primary, 2, "a");
+        await OnScheduler(() => replicator.Append([Noop(4, term: 2)]));
+        await Until(() => ResultCount == 1, "the noop of the new term commits");
+        await TickUntil(() => a.Copy.Engine.LastApplied.Index == 4, "the replica applied everything");
+        Assert.Equal("3", System.Text.Encoding.UTF8.GetString(a.Copy.Engine.Get("c"u8)!));
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
+    public async Task A_demoted_replica_stops_blocking_commits_and_counts_again_once_promoted()
+    {
+        var primary = Copy("p");
+        Replica("a");
+        var b = Replica("b");
+        b.Fail = true;
+        var replicator = await StartAsync(primary, 1, "a", "b");
+        await OnScheduler(() => replicator.Append([Insert(1, "k", "v")]));
+        await Until(() => primary.Position.LastIndex == 1, "local append");
+        Assert.Equal(0, ResultCount);
+        // The timeout goes by in steps; a keeps answering heartbeats, b fails every message.
+        var until = _time.GetUtcNow() + _settings.ReplicaTimeout;
+        await TickUntil(() => _time.GetUtcNow() >= until, "the replica timeout passes");
+        Assert.Equal(["b"], await OnScheduler(replicator.Unresponsive));
+        await OnScheduler(() => replicator.Demote("b"));
+        await Until(() => ResultCount == 1, "committed without b");
+        b.Fail = false;
+        await TickUntil(() => b.Copy.Position.LastIndex == 1, "b catches up as a learner");
+        await Until(() => OnScheduler(replicator.CaughtUpLearners).Result.Contains("b"), "b counts as caught up");
+        await OnScheduler(() => replicator.Promote("b"));
+        b.Hold();
+        await OnScheduler(() => replicator.Append([Insert(2, "k", "v2")]));
+        await Until(() => primary.Position.LastIndex == 2, "local append");
+        Assert.Equal(1, ResultCount); // b counts again: nothing commits without it
+        b.Release();
+        await Until(() => ResultCount == 2, "committed with b");
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
+    public async Task The_lease_is_renewed_by_heartbeats_and_lost_when_a_replica_stops_answering()
+    {
+        var primary = Copy("p");
+        var a = Replica("a");
+        var replicator = await StartAsync(primary, 1, "a");
+        await Until(() => OnScheduler(replicator.HoldsLease).Result, "the first heartbeat gives the lease");
+        // Six times the lease goes by; heartbeats keep renewing it.
+        var renewedUntil = _time.GetUtcNow() + 6 * _settings.LeaseDuration;
+        while (_time.GetUtcNow() < renewedUntil)
+        {
+            var answered = a.Answered;
+            await TickUntil(() => a.Answered > answered, "a heartbeat answered");
+            Assert.True(await OnScheduler(replicator.HoldsLease));
+        }
+        a.Hold();
+        _time.Advance(_settings.HeartbeatInterval);
+        _time.Advance(_settings.LeaseDuration);
+        Assert.False(await OnScheduler(replicator.HoldsLease));
+        a.Release();
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    /// <summary>An in-process replica endpoint over a real copy; messages can be held or failed.</summary>
+    private sealed class FakeReplica(ReplicaCopy copy) : IReplicaGrain
+    {
+        private readonly object _gate = new();
+        private TaskCompletionSource _open = Opened();
+
+        public ReplicaCopy Copy { get; } = copy;
+
+        public volatile bool Fail;
+
+        private int _answered;
+
+        public int Answered => Volatile.Read(ref _answered);
+
+        private static TaskCompletionSource Opened()
+        {
+            var open = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            open.SetResult();
+            return open;
+        }
+
+        public void Hold()
+        {
+            lock (_gate)
+            {
+                _open = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+
+        public void Release()
+        {
+            lock (_gate)
+            {
+                _open.TrySetResult();
+            }
+        }
+
+        public async Task<AppendResponse> Append(AppendRequest request)
+        {
+            Task open;
+            lock (_gate)
+            {
+                open = _open.Task;
+            }
+            await open;
+            if (Fail)
+            {
+                throw new TimeoutException("the test fails this replica's messages");
+            }
+            var response = await Task.Run(() => Copy.Append(request));
+            Interlocked.Increment(ref _answered);
+            return response;
+        }
+
+        public Task<CopyPosition> Describe() => Task.FromResult(Copy.Position);
+
+        public Task<CopyPosition> Promote(ulong version)
+        {
+            Copy.Promote(version);
+            return Task.FromResult(Copy.Position);
+        }
+
+        public Task<Entry[]> ReadLog(ulong fromIndex, int maxEntries, long maxBytes) => Task.FromResult(Copy.Read(fromIndex, maxEntries, maxBytes).ToArray());
+    }
+}
