@@ -22,6 +22,11 @@ public class ClusterFixture : IAsyncLifetime
     /// <summary>DEngine:Replication:Factor of every silo: 1 here (the single-copy path).</summary>
     protected virtual int ReplicationFactor => 1;
 
+    /// <summary>More silo configuration of a derived fixture.</summary>
+    protected virtual void ConfigureSiloExtra(ISiloBuilder silo)
+    {
+    }
+
     private readonly SharedGrainStorage _ownership = new();
 
     /// <summary>The configuration records' store, shared by the silos (ownership and holders records).</summary>
@@ -55,6 +60,7 @@ public class ClusterFixture : IAsyncLifetime
                 o.Lease.ReminderPeriod = TimeSpan.FromSeconds(1);
                 o.HandoverWait = TimeSpan.FromSeconds(5);
             });
+            ConfigureSiloExtra(silo);
             silo.UseInMemoryReminderService();
             silo.Configure<ReminderOptions>(o => o.MinimumReminderPeriod = TimeSpan.FromSeconds(1));
             silo.Configure<ClusterMembershipOptions>(o =>
@@ -142,6 +148,12 @@ public sealed class ReplicatedClusterFixture : ClusterFixture
 {
     /// <inheritdoc />
     protected override int ReplicationFactor => 3;
+
+    /// <summary>Drops replication messages between chosen silos (a network split, in process).</summary>
+    public Replication.ReplicationFaults Faults { get; } = new();
+
+    /// <inheritdoc />
+    protected override void ConfigureSiloExtra(ISiloBuilder silo) => silo.AddIncomingGrainCallFilter(Faults);
 
     /// <summary>The replica registry of silo <paramref name="name"/> (its copies).</summary>
     public DEngine.Orleans.Replication.ReplicaRegistry RegistryOf(string name) =>

@@ -155,6 +155,52 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
         }
     }
 
+    [Fact]
+    public async Task A_former_primary_returning_with_entries_it_could_not_commit_drops_them_and_they_are_never_applied_or_read()
+    {
+        var leader = cluster.LiveSilos[2];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var before = await ConfigurationOf(partition);
+        var kept = await PutAsync(partition, "kept");
+        // The primary's link to its replicas goes down: the next write reaches only its own log.
+        cluster.Faults.Split(partition, leader);
+        var lost = InPartition(partition, "uncommitted");
+        var write = cluster.Grains.GetGrain<IStateMachineGrain>(partition).Put(lost, B("never"), 0);
+        Assert.True(cluster.RegistryOf(leader).TryGet(partition, out var old));
+        await WaitUntilAsync(() => Task.FromResult(old.Position.LastIndex > old.Position.CommitIndex), "the write is in the primary's log, uncommitted");
+        var uncommittedIndex = old.Position.LastIndex;
+        var oldTerm = old.TermAt(uncommittedIndex);
+        Assert.False(write.IsCompletedSuccessfully);
+        await cluster.StopSiloAsync(leader, kill: true);
+        cluster.Faults.Heal();
+        try
+        {
+            // A replica takes over without the entry; writes go on.
+            var after = await PutAsync(partition, "after");
+            var taken = await ConfigurationOf(partition);
+            Assert.NotEqual(leader, taken.Primary!.Silo);
+            Assert.True(taken.Version > before.Version);
+
+            await cluster.StartSiloAsync(leader);
+            await WaitUntilAsync(async () => (await ConfigurationOf(partition)).Contains(leader), $"the former primary {leader} is a replica again");
+            Assert.True(cluster.RegistryOf(leader).TryGet(partition, out var returned));
+            // Its entry at that index is now the new primary's (another term), and nothing of the lost write was applied.
+            Assert.True(returned.TermAt(uncommittedIndex) > oldTerm, $"index {uncommittedIndex} still has the old term {oldTerm}");
+            Assert.Null(returned.Engine.Get(lost));
+            Assert.Null(await cluster.Client.GetAsync(lost));
+            Assert.Equal(["kept", "after"], (await cluster.Client.GetMultiAsync([kept, after])).Select(S));
+        }
+        finally
+        {
+            cluster.Faults.Heal();
+            if (!cluster.LiveSilos.Contains(leader))
+            {
+                await cluster.StartSiloAsync(leader);
+            }
+        }
+    }
+
     /// <summary>A partition whose primary is on <paramref name="silo"/> (activating partitions until one lands there).</summary>
     private async Task<int> PartitionLedByAsync(string silo)
     {
