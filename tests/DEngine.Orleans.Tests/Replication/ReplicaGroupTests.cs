@@ -201,6 +201,58 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
         }
     }
 
+    [Fact]
+    public async Task A_primary_cut_off_from_its_replicas_acknowledges_nothing_and_serves_no_read_once_its_lease_is_over_then_heals()
+    {
+        var leader = cluster.LiveSilos[0];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var key = InPartition(partition, "split");
+        await cluster.Client.PutAsync(key, B("before"));
+        var grain = cluster.Grains.GetGrain<IStateMachineGrain>(partition);
+        cluster.Faults.Split(partition, leader);
+        try
+        {
+            // A write during the split cannot be committed: it is not acknowledged.
+            var write = grain.Put(key, B("during"), 0);
+            var dropped = cluster.Faults.Dropped;
+            await WaitUntilAsync(() => Task.FromResult(cluster.Faults.Dropped > dropped + 4), "replication messages are being dropped");
+            Assert.False(write.IsCompleted, "a write was acknowledged while the primary could reach no replica");
+            // Once the lease (2 s here) has run out, reads are refused rather than risk a stale value.
+            var refused = false;
+            var deadline = DateTime.UtcNow + Settle;
+            while (!refused && DateTime.UtcNow < deadline)
+            {
+                try
+                {
+                    Assert.Equal("before", S(await grain.Get(key)));
+                    await Task.Delay(100);
+                }
+                catch (DEngineException ex) when (ex.Code == DEngineErrorCode.NotServing)
+                {
+                    refused = true;
+                }
+            }
+            Assert.True(refused, "the primary kept serving reads without its lease");
+            Assert.False(write.IsCompleted, "a write was acknowledged while the primary could reach no replica");
+            cluster.Faults.Heal();
+            // Healed: the write commits (or, if its replicas were removed meanwhile, is refused retryably), and reads serve again.
+            try
+            {
+                await write.WaitAsync(Settle);
+            }
+            catch (DEngineException ex) when (ex.IsRetryable || ex.Code == DEngineErrorCode.OutcomeUnknown)
+            {
+            }
+            await cluster.Client.PutAsync(key, B("after"));
+            Assert.Equal("after", S(await cluster.Client.GetAsync(key)));
+        }
+        finally
+        {
+            cluster.Faults.Heal();
+        }
+    }
+
     /// <summary>A partition whose primary is on <paramref name="silo"/> (activating partitions until one lands there).</summary>
     private async Task<int> PartitionLedByAsync(string silo)
     {
