@@ -222,11 +222,17 @@ public sealed partial class StateMachineGrain(
 
     // ------------------------------------------------------------ writes (interleaving: they only queue)
 
-    /// <inheritdoc />
-    public async Task<ulong> Put(byte[] key, byte[] value, ulong ttlSeconds)
+    /// <summary>The gate for writes: serving, and for a replica group, enough replicas answering (see <see cref="ReplicatedPrimary.ThrowIfTooFewReplicas"/>).</summary>
+    private void Writable()
     {
         Serving();
         _primary?.ThrowIfTooFewReplicas();
+    }
+
+    /// <inheritdoc />
+    public async Task<ulong> Put(byte[] key, byte[] value, ulong ttlSeconds)
+    {
+        Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
         _limits.ValidateValue(value, _partition, ValueSetting);
         var insert = new WriteCommand.Types.Insert
@@ -250,8 +256,7 @@ public sealed partial class StateMachineGrain(
     /// <inheritdoc />
     public async Task<ulong> Delete(byte[] key)
     {
-        Serving();
-        _primary?.ThrowIfTooFewReplicas();
+        Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
         var result = await _sequencer.Enqueue(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
         return result.Index;
@@ -260,8 +265,7 @@ public sealed partial class StateMachineGrain(
     /// <inheritdoc />
     public async Task<bool> CompareAndSwap(byte[] key, byte[]? expected, byte[] newValue)
     {
-        Serving();
-        _primary?.ThrowIfTooFewReplicas();
+        Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
         _limits.ValidateValue(newValue, _partition, ValueSetting);
         var cas = new WriteCommand.Types.CompareAndSwap
