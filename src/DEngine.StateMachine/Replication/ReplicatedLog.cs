@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.Diagnostics.Metrics;
 using DEngine.Protos.Common;
 using DEngine.StateMachine.Snapshots;
@@ -186,7 +187,7 @@ public sealed partial class ReplicatedLog : IDisposable
                 var at = recordStart + LogRecord.HeaderBytes + LogRecord.EntriesPrefixBytes;
                 foreach (var entry in entries)
                 {
-                    var size = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan((int)(at - recordStart) + 16));
+                    var size = (int)BinaryPrimitives.ReadUInt32LittleEndian(record.AsSpan((int)(at - recordStart) + 16));
                     at += LogRecord.EntryPrefixBytes;
                     _entries.Add(new EntryLocation(segment, recordStart, at, size, entry.Term));
                     at += size;
@@ -363,7 +364,7 @@ public sealed partial class ReplicatedLog : IDisposable
                 {
                     throw new DEngineException(DEngineErrorCode.StorageFailure, $"Segment '{segment.Path}' ends inside the record it held when opened.", PartitionId, index);
                 }
-                cutAt += LogRecord.HeaderBytes + System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(length);
+                cutAt += LogRecord.HeaderBytes + BinaryPrimitives.ReadUInt32LittleEndian(length);
             }
             var later = _segments.IndexOf(segment) + 1;
             try
