@@ -253,6 +253,35 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
         }
     }
 
+    [Fact]
+    public async Task A_silo_stopping_gracefully_hands_its_primary_roles_to_replicas_and_every_acknowledged_write_stays()
+    {
+        var leader = cluster.LiveSilos[1];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var before = await ConfigurationOf(partition);
+        var acked = new List<byte[]>();
+        for (var i = 0; i < 10; i++)
+        {
+            acked.Add(await PutAsync(partition, $"v{i}"));
+        }
+        await cluster.StopSiloAsync(leader);
+        try
+        {
+            // The handover ran before the silo stopped: the configuration names another primary at a higher version.
+            var after = await ConfigurationOf(partition);
+            Assert.NotEqual(leader, after.Primary!.Silo);
+            Assert.True(after.Version > before.Version, $"version {before.Version} -> {after.Version}");
+            acked.Add(await PutAsync(partition, "v10"));
+            Assert.Equal(Enumerable.Range(0, 11).Select(i => $"v{i}"), (await cluster.Client.GetMultiAsync(acked.ToArray())).Select(S));
+            Assert.Equal(after.Primary.Silo, ClusterFixture.SiloOf(await cluster.Client.GetPartitionStatusAsync(partition)));
+        }
+        finally
+        {
+            await cluster.StartSiloAsync(leader);
+        }
+    }
+
     /// <summary>A partition whose primary is on <paramref name="silo"/> (activating partitions until one lands there).</summary>
     private async Task<int> PartitionLedByAsync(string silo)
     {
