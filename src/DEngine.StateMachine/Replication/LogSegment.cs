@@ -82,7 +82,7 @@ internal sealed class LogSegment : IDisposable
             BinaryPrimitives.WriteUInt64LittleEndian(header[32..], commit);
             BinaryPrimitives.WriteUInt32LittleEndian(header[40..], Crc32.HashToUInt32(header[..40]));
             RandomAccess.Write(file.SafeFileHandle, header, 0);
-            SegmentSync.Fsync(file, path); // mutation: replog-segment-sync
+            DurableFiles.SyncStream(file, path); // mutation: replog-segment-sync
             DurableFiles.SyncDirectory(directory); // mutation: replog-segment-dir-sync
             return new LogSegment(path, generation, @base, commit, file, HeaderBytes);
         }
@@ -149,7 +149,7 @@ internal sealed class LogSegment : IDisposable
     }
 
     /// <summary>fsync of the file.</summary>
-    public void Sync() => SegmentSync.Fsync(_file, Path);
+    public void Sync() => DurableFiles.SyncStream(_file, Path);
 
     /// <summary>Cuts the file to <paramref name="length"/> bytes (not synced).</summary>
     public void Truncate(long length)

@@ -9,11 +9,44 @@ namespace DEngine.StateMachine.Snapshots;
 /// </summary>
 internal static partial class DurableFiles
 {
-    /// <summary>Flushes the contents of <paramref name="path"/> to stable storage.</summary>
+    /// <summary>Flushes the contents of <paramref name="path"/> to stable storage; throws <see cref="IOException"/> when that fails.</summary>
     public static void SyncFile(string path)
     {
         using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
-        stream.Flush(flushToDisk: true);
+        SyncStream(stream, path);
+    }
+
+    /// <summary>
+    /// Flushes <paramref name="stream"/>'s buffers and fsyncs its file; throws <see cref="IOException"/>
+    /// when the fsync fails. Not <c>FileStream.Flush(flushToDisk: true)</c>: that returned normally when
+    /// fsync failed with EIO (seen on the power-cut file system), which would report data durable that
+    /// the disk may not hold.
+    /// </summary>
+    public static void SyncStream(FileStream stream, string path)
+    {
+        stream.Flush();
+        if (OperatingSystem.IsWindows())
+        {
+            stream.Flush(flushToDisk: true);
+            return;
+        }
+        var handle = stream.SafeFileHandle;
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            if (Fsync((int)handle.DangerousGetHandle()) != 0)
+            {
+                throw new IOException($"fsync of '{path}' failed (errno {Marshal.GetLastPInvokeError()}).");
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>Flushes the entries of directory <paramref name="path"/> (creations, renames, deletions) to stable storage.</summary>
@@ -65,7 +98,7 @@ internal static partial class DurableFiles
     {
         using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None);
         stream.Write(contents);
-        stream.Flush(flushToDisk: true);
+        SyncStream(stream, path);
     }
 
     /// <summary>
