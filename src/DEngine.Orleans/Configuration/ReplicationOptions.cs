@@ -73,6 +73,17 @@ public sealed class ReplicationOptions
     /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
     public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
 
+    /// <summary>
+    /// Longest a write waits in a replica group for its commit: 2 × ReplicaTimeout, time for the
+    /// primary to notice a silent replica and store the configuration without it. A write not
+    /// committed by then is answered OutcomeUnknown (its entry may still commit later) — for example
+    /// when a replica stopped answering and the MinReplicas floor keeps it in the configuration. So no
+    /// grain call waits for a replica indefinitely: Orleans deactivates a grain only after its running
+    /// calls finish (it does so when the silo holding the grain's directory entry dies), and an
+    /// unbounded write would hold the partition in that state, answering nothing.
+    /// </summary>
+    public TimeSpan CommitWaitBound => ReplicaTimeout * 2;
+
     /// <summary>How long a new primary waits before serving reads: LeaseDuration × (1 + MaxClockDrift).</summary>
     public TimeSpan NewPrimaryReadDelay => LeaseDuration * (1 + MaxClockDrift);
 

@@ -205,6 +205,39 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         _pending.Count >= MaxChunksInFlight || _inFlightWrites >= _maxInFlight ? _pending.Peek().Done.Task : Task.CompletedTask;
 
     /// <summary>
+    /// Runs <see cref="MaintainAsync"/> every heartbeat interval until this role stops. Call from a
+    /// grain turn: the loop then runs on the grain's scheduler, beside its turns like the
+    /// replicator's loops, and goes on while Orleans holds the activation for a deactivation.
+    /// </summary>
+    public void StartMaintenance()
+    {
+        if (_maintenanceLoop.IsCompleted)
+        {
+            _maintenanceLoop = MaintenanceLoopAsync();
+        }
+    }
+
+    private Task _maintenanceLoop = Task.CompletedTask;
+
+    private async Task MaintenanceLoopAsync()
+    {
+        while (!Replicator.Failed.IsCompleted)
+        {
+            await Task.WhenAny(Task.Delay(_options.HeartbeatInterval, _time), Replicator.Failed);
+            try
+            {
+                await MaintainAsync();
+            }
+#pragma warning disable CA1031 // A fault here must not end the loop: the next round tries again.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                LogMaintenanceFailed(_partition, ex);
+            }
+        }
+    }
+
+    /// <summary>
     /// The periodic duties (every heartbeat interval): remove replicas that stopped answering (never
     /// below the floor), ship to silos that could become replicas, and add those caught up. Each change
     /// is a compare-and-swap of the configuration; losing one means a newer primary exists.

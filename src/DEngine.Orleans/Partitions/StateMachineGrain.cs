@@ -67,7 +67,6 @@ public sealed partial class StateMachineGrain(
     private Task _snapshotTask = Task.CompletedTask;
     // Replicated partitions (DEngine:Replication:Factor > 1): the primary role this activation holds.
     private ReplicatedPrimary? _primary;
-    private IGrainTimer? _maintenance;
 
     /// <summary>True when partitions are replica groups (Factor above 1); Factor 1 keeps the single-copy path.</summary>
     private bool Replicated => _options.Replication.Factor > 1;
@@ -125,6 +124,7 @@ public sealed partial class StateMachineGrain(
                 ? known
                 : new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} is unavailable on silo '{_identity}': becoming its primary failed ({ex.Message}). Retry.", _partition);
             _state = new PartitionState.Unavailable(error, activation.DataSilo);
+            LogNotPrimary(_partition, _identity, error.Detail);
             return;
         }
         _primary = primary;
@@ -132,7 +132,10 @@ public sealed partial class StateMachineGrain(
         var open = new OpenPartition(primary.Copy.Engine, primary.Configuration.Version);
         _state = new PartitionState.Serving(open);
         _expiry.Rearm();
-        _maintenance = this.RegisterGrainTimer(_ => primary.MaintainAsync(), new GrainTimerCreationOptions { DueTime = _options.Replication.HeartbeatInterval, Period = _options.Replication.HeartbeatInterval, Interleave = true });
+        // A loop of the primary, not a grain timer: Orleans stops timers as soon as it decides to
+        // deactivate the grain, and then waits for running calls, whose commits may need exactly the
+        // configuration change (dropping a dead replica) that this loop makes.
+        primary.StartMaintenance();
         // A newer primary or a failed local log ends this role: what was queued drains into refusals
         // (nothing of it was sequenced), and the next call activates afresh where the primary is.
         _ = primary.Replicator.Failed.ContinueWith(
@@ -167,7 +170,6 @@ public sealed partial class StateMachineGrain(
             // What is queued is sequenced and replicated; what is not committed within the bound gets
             // OutcomeUnknown. The copy stays open: it belongs to the silo (the replica role goes on).
             await Task.WhenAny(_sequencer.DrainAllAsync(), Task.Delay(_options.Replication.ReplicaTimeout * 2, time));
-            _maintenance?.Dispose();
             primary.Stop($"partition {_partition} is deactivating on silo '{_identity}' ({reason.Description})");
             registry.SetPrimary(_partition, false, primary.Configuration.Version);
             await _snapshotTask;
@@ -249,7 +251,7 @@ public sealed partial class StateMachineGrain(
             // The absolute expiry is stamped when the write is sequenced (see Sequencer).
             insert.TtlSecs = ttlSeconds;
         }
-        var result = await _sequencer.Enqueue(new WriteCommand { Insert = insert });
+        var result = await SubmitAsync(new WriteCommand { Insert = insert });
         return result.Index;
     }
 
@@ -258,7 +260,7 @@ public sealed partial class StateMachineGrain(
     {
         Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
-        var result = await _sequencer.Enqueue(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
+        var result = await SubmitAsync(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
         return result.Index;
     }
 
@@ -278,8 +280,32 @@ public sealed partial class StateMachineGrain(
             _limits.ValidateValue(expected, _partition, ValueSetting);
             cas.ExpectedValue = UnsafeByteOperations.UnsafeWrap(expected);
         }
-        var result = await _sequencer.Enqueue(new WriteCommand { CompareAndSwap = cas });
+        var result = await SubmitAsync(new WriteCommand { CompareAndSwap = cas });
         return result.Status == ApplyStatus.Applied;
+    }
+
+    /// <summary>
+    /// Queues a client write and waits for its result. In a replica group the wait is bounded by
+    /// <see cref="ReplicationOptions.CommitWaitBound"/>: past it the writer gets OutcomeUnknown (the
+    /// entry may still be committed), so no call holds the activation waiting for a replica (Orleans
+    /// deactivates a grain only once its running calls end).
+    /// </summary>
+    private async Task<ApplyResult> SubmitAsync(WriteCommand command)
+    {
+        var done = _sequencer.Enqueue(command);
+        if (_primary is null)
+        {
+            return await done;
+        }
+        var bound = _options.Replication.CommitWaitBound;
+        try
+        {
+            return await done.WaitAsync(bound, time);
+        }
+        catch (TimeoutException)
+        {
+            throw new DEngineException(DEngineErrorCode.OutcomeUnknown, $"Partition {_partition}: the write was not committed within {bound.TotalSeconds:0.#} s (DEngine:Replication:ReplicaTimeout × 2): a replica stopped answering and the configuration cannot drop it yet. It may still be committed; read to find out.", _partition);
+        }
     }
 
     /// <summary>
@@ -565,6 +591,9 @@ public sealed partial class StateMachineGrain(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: taking a scheduled snapshot failed.")]
     private partial void LogSnapshotFailed(int partition, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: the activation on silo {Silo} does not serve: {Reason}")]
+    private partial void LogNotPrimary(int partition, string silo, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} deactivated ({Reason}); its database is closed and flushed.")]
     private partial void LogDeactivated(int partition, string reason);

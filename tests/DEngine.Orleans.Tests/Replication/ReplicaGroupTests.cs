@@ -217,7 +217,7 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
             var write = grain.Put(key, B("during"), 0);
             var dropped = cluster.Faults.Dropped;
             await WaitUntilAsync(() => Task.FromResult(cluster.Faults.Dropped > dropped + 4), "replication messages are being dropped");
-            Assert.False(write.IsCompleted, "a write was acknowledged while the primary could reach no replica");
+            Assert.False(write.IsCompletedSuccessfully, "a write was acknowledged while the primary could reach no replica");
             // Once the lease (2 s here) has run out, reads are refused rather than risk a stale value.
             var refused = false;
             var deadline = DateTime.UtcNow + Settle;
@@ -234,7 +234,7 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
                 }
             }
             Assert.True(refused, "the primary kept serving reads without its lease");
-            Assert.False(write.IsCompleted, "a write was acknowledged while the primary could reach no replica");
+            Assert.False(write.IsCompletedSuccessfully, "a write was acknowledged while the primary could reach no replica");
             cluster.Faults.Heal();
             // Healed: the write commits (or, if its replicas were removed meanwhile, is refused retryably), and reads serve again.
             try
@@ -251,6 +251,42 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
         {
             cluster.Faults.Heal();
         }
+    }
+
+    /// <summary>
+    /// Orleans deactivates a grain only after its running calls end (it decides to when the silo that
+    /// held the grain's directory entry dies) and stops the grain's timers meanwhile: a write waiting
+    /// without bound for a replica held the partition answering nothing (seen in the real-process
+    /// failover tests). Every write now ends within the commit bound.
+    /// </summary>
+    [Fact]
+    public async Task A_write_that_a_silent_replica_kept_by_the_floor_blocks_is_answered_outcome_unknown_within_the_commit_bound()
+    {
+        var leader = cluster.LiveSilos[1];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var grain = cluster.Grains.GetGrain<IStateMachineGrain>(partition);
+        var key = InPartition(partition, "bounded");
+        await grain.Put(key, B("before"), 0);
+        cluster.Faults.Split(partition, leader);
+        try
+        {
+            var started = DateTime.UtcNow;
+            var write = grain.Put(key, B("during"), 0);
+            // ReplicaTimeout is 3 s here: the bound is 6 s; the client's own response timeout (30 s) is far later.
+            var error = await Assert.ThrowsAsync<DEngineException>(() => write.WaitAsync(TimeSpan.FromSeconds(20)));
+            Assert.Equal(DEngineErrorCode.OutcomeUnknown, error.Code);
+            var waited = DateTime.UtcNow - started;
+            Assert.True(waited >= TimeSpan.FromSeconds(5), $"answered after {waited.TotalSeconds:0.0} s, before the bound: it could not have been committed, and the floor keeps one silent replica");
+            // Status still answers (the activation is not held by a call that never ends).
+            Assert.Equal(partition, (await grain.GetStatus().WaitAsync(TimeSpan.FromSeconds(5))).Partition);
+        }
+        finally
+        {
+            cluster.Faults.Heal();
+        }
+        await cluster.Client.PutAsync(key, B("after"));
+        Assert.Equal("after", S(await cluster.Client.GetAsync(key)));
     }
 
     [Fact]
