@@ -86,6 +86,16 @@ public sealed class ManagedProcess : IDisposable
         _process.WaitForExit(10_000);
     }
 
+    /// <summary>SIGSTOP (<paramref name="pause"/>) or SIGCONT: the process is frozen as a long GC pause or a stalled VM would freeze it, its clocks running on.</summary>
+    public void Signal(bool pause)
+    {
+        using var signal = Process.Start("kill", [pause ? "-STOP" : "-CONT", _process.Id.ToString()]);
+        if (signal is null || !signal.WaitForExit(5_000) || signal.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill {(pause ? "-STOP" : "-CONT")} {_process.Id} failed");
+        }
+    }
+
     /// <summary>SIGTERM and wait for a graceful exit.</summary>
     public async Task StopAsync(TimeSpan timeout)
     {

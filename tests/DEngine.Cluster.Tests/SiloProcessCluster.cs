@@ -43,6 +43,10 @@ public abstract class SiloProcessCluster(int silos)
         Running[index] = null;
     }
 
+    /// <summary>SIGSTOP (<paramref name="pause"/>) or SIGCONT silo <paramref name="index"/>.</summary>
+    public void PauseSilo(int index, bool pause) =>
+        (Running[index] ?? throw new InvalidOperationException($"silo {index} is not running")).Signal(pause);
+
     /// <summary>Runs <c>dotnet args…</c> as silo <paramref name="index"/> and waits for its ready line.</summary>
     protected async Task StartProcessAsync(int index, string logName, IEnumerable<string> args)
     {
