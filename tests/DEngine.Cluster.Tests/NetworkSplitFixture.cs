@@ -187,11 +187,11 @@ public sealed class NetworkSplitFixture : IAsyncLifetime
         // The majority silos detect a silent silo within about 3 s (1 s probes, 2 misses, as the other
         // cluster tests). Two votes declare a silo dead, so the one silo that is cut off cannot
         // declare the two others dead (with one vote, each side could evict the other). The cut silo
-        // itself notices slowly (3 s probes, 3 misses, a 15 s table refresh): it lives on, still
+        // itself notices slowly (5 s probes, 3 misses, a 30 s table refresh): it lives on, still
         // believing it is primary, well after the majority has promoted another replica: the case the
         // read lease and the configuration version must cover (as a paused or slow node would).
         string[] membership = index == CutSilo
-            ? ["--Silo:Membership:ProbeTimeout", "00:00:03", "--Silo:Membership:NumMissedProbesLimit", "3", "--Silo:Membership:TableRefreshTimeout", "00:00:15"]
+            ? ["--Silo:Membership:ProbeTimeout", "00:00:05", "--Silo:Membership:NumMissedProbesLimit", "3", "--Silo:Membership:TableRefreshTimeout", "00:00:30"]
             : ["--Silo:Membership:ProbeTimeout", "00:00:01", "--Silo:Membership:NumMissedProbesLimit", "2", "--Silo:Membership:TableRefreshTimeout", "00:00:01"];
         return
         [
