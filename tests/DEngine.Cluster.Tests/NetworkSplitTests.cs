@@ -127,7 +127,9 @@ public sealed partial class NetworkSplitTests(NetworkSplitFixture cluster, ITest
         Assert.True(unexpected.Length == 0, $"{unexpected.Length} unexpected errors on the majority side, e.g. {string.Join(" | ", unexpected.Take(3))}");
         AssertNoStaleRead(history);
         AssertOneLogPerPartition(history);
-        var doubleClaims = PrimaryClaims().GroupBy(c => (c.Partition, c.Version)).Where(g => g.Select(c => c.Silo).Distinct().Count() > 1).ToArray();
+        var claims = PrimaryClaims().ToArray();
+        Assert.True(claims.Any(c => c.Partition == partition && c.Silo != cutSilo), $"no silo log says which silo became primary of partition {partition} after the split (the log line changed?)");
+        var doubleClaims = claims.GroupBy(c => (c.Partition, c.Version)).Where(g => g.Select(c => c.Silo).Distinct().Count() > 1).ToArray();
         Assert.True(doubleClaims.Length == 0, $"configuration versions with two primaries in the silo logs: {string.Join("; ", doubleClaims.Select(g => $"partition {g.Key.Partition} v{g.Key.Version}: {string.Join(", ", g.Select(c => c.Silo).Distinct())}"))}");
 
         // No acknowledged write lost, and the cut primary's writes that were never acknowledged (its
