@@ -1,4 +1,5 @@
 using DEngine.Orleans.Replication;
+using DEngine.Orleans.Snapshots;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Replication;
@@ -279,5 +280,38 @@ public sealed class ReplicatorTests : IDisposable
         }
 
         public Task<Entry[]> ReadLog(ulong fromIndex, int maxEntries, long maxBytes) => Task.FromResult(Copy.Read(fromIndex, maxEntries, maxBytes).ToArray());
+
+        /// <summary>Where this replica's snapshot installs are fetched to.</summary>
+        public string? Incoming { get; set; }
+
+        /// <summary>The primary's snapshots directory (chunks are read from its files, as its snapshot server would).</summary>
+        public string? PrimarySnapshots { get; set; }
+
+        public SnapshotInstalls Installs { get; } = new(TimeProvider.System);
+
+        public int InstallCalls;
+
+        public async Task<InstallSnapshotResponse> InstallSnapshot(InstallSnapshotRequest request)
+        {
+            Task open;
+            lock (_gate)
+            {
+                open = _open.Task;
+            }
+            await open;
+            Interlocked.Increment(ref InstallCalls);
+            ChunkReader read = (file, offset, length) => Task.FromResult(ReadChunk(Path.Combine(PrimarySnapshots!, request.Offer.Snapshot, file), offset, length));
+            return await Installs.InstallAsync(Copy, request, read, Incoming!, NullLogger.Instance);
+        }
+
+        private static SnapshotChunkData ReadChunk(string path, long offset, int length)
+        {
+            using var stream = File.OpenRead(path);
+            stream.Position = offset;
+            var buffer = new byte[length];
+            var read = stream.ReadAtLeast(buffer, length, throwOnEndOfStream: false);
+            var data = buffer.AsSpan(0, read).ToArray();
+            return new SnapshotChunkData(data, Crc32C.Compute(data));
+        }
     }
 }
