@@ -147,17 +147,13 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         // Learners on silos that are away are shipped to when they return; only live ones are catching up.
         var progress = Replicator.Progress();
         var learners = progress.Where(p => !p.Member && _members.IsActive(p.Silo)).Select(p => p.Silo).ToArray();
-        var installing = progress.Where(p => p.Installing is not null).Select(p => $"{p.Silo} ({p.Installing})").ToArray();
         var count = Configuration.Replicas.Length;
         var text = $"v{Configuration.Version}: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo == Configuration.Primary?.Silo ? r.Silo + "*" : r.Silo))}";
         if (learners.Length > 0)
         {
             text += $"; catching up: {string.Join(", ", learners)}";
         }
-        if (installing.Length > 0)
-        {
-            text += $"; installing a snapshot: {string.Join(", ", installing)}";
-        }
+        text += DescribeInstalls(progress);
         if (count < _options.Factor)
         {
             text += $"; {count} of {_options.Factor} replicas";
@@ -167,6 +163,13 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             text += $"; writes refused below MinReplicas {_options.EffectiveMinReplicas}";
         }
         return text;
+    }
+
+    /// <summary>The status text naming the replicas installing a snapshot ("; installing a snapshot: silo (what)"), or "" when none is.</summary>
+    internal static string DescribeInstalls(IReadOnlyList<ReplicaProgress> progress)
+    {
+        var installing = progress.Where(p => p.Installing is not null).Select(p => $"{p.Silo} ({p.Installing})").ToArray();
+        return installing.Length > 0 ? $"; installing a snapshot: {string.Join(", ", installing)}" : "";
     }
 
     /// <inheritdoc />

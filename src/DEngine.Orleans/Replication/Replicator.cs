@@ -398,6 +398,23 @@ public sealed partial class Replicator
     /// </summary>
     private async Task<bool> CatchUpFromSnapshotAsync(Remote remote)
     {
+        try
+        {
+            // A checkpoint costs a flush and disk space: take none for a replica that cannot be reached
+            // (a removed silo that is still away keeps falling behind the log).
+            await _endpoint(remote.Name).Describe().WaitAsync(_settings.ReplicaTimeout, _time, _stop.Token);
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return false;
+        }
+        catch (Exception ex)
+        {
+            remote.LastError = ex.Message;
+            LogShipFailed(_partition, remote.Name, ex.Message);
+            await DelayAsync(_settings.HeartbeatInterval);
+            return !_stop.IsCancellationRequested;
+        }
         var local = _local;
         SnapshotOffer offer;
         remote.Installing = "preparing a snapshot";
