@@ -21,6 +21,8 @@ public sealed class ReplicationOptionsTests
         Assert.Equal(TimeSpan.FromSeconds(6), replication.ReplicaTimeout);
         Assert.Equal(0.05, replication.MaxClockDrift);
         Assert.Equal(TimeSpan.FromSeconds(4.2), replication.NewPrimaryReadDelay);
+        Assert.Equal(65_536, replication.LogCompactionEntries);
+        Assert.Equal(64L << 20, replication.LogSegmentBytes);
     }
 
     [Theory]
@@ -76,6 +78,8 @@ public sealed class ReplicationOptionsTests
         { "DEngine:Replication:ReplicaTimeout", o => o.ReplicaTimeout = TimeSpan.FromSeconds(4) },
         { "DEngine:Replication:MaxClockDrift", o => o.MaxClockDrift = -0.1 },
         { "DEngine:Replication:MaxClockDrift", o => o.MaxClockDrift = double.NaN },
+        { "DEngine:Replication:LogCompactionEntries", o => o.LogCompactionEntries = 0 },
+        { "DEngine:Replication:LogSegmentBytes", o => o.LogSegmentBytes = 1024 },
     };
 
     [Theory]

@@ -35,6 +35,12 @@ public sealed class ReplicationOptions
     /// <summary>Default of <see cref="MaxClockDrift"/>: 0.05.</summary>
     public const double DEFAULT_MAX_CLOCK_DRIFT = 0.05;
 
+    /// <summary>Default of <see cref="LogCompactionEntries"/>: 65 536 applied entries.</summary>
+    public const int DEFAULT_LOG_COMPACTION_ENTRIES = 65_536;
+
+    /// <summary>Default of <see cref="LogSegmentBytes"/>: 64 MiB (the replicated log's own default).</summary>
+    public const long DEFAULT_LOG_SEGMENT_BYTES = DEngine.StateMachine.Replication.ReplicatedLogOptions.DEFAULT_SEGMENT_BYTES;
+
     private const string Section = DEngineOptions.SectionName + ":Replication:";
 
     /// <summary>Silos that hold each partition (the primary included). Default 1 (see <see cref="DEFAULT_FACTOR"/>).</summary>
@@ -69,6 +75,19 @@ public sealed class ReplicationOptions
     /// serving reads, so the old primary's lease has run out by any clock. Default 0.05.
     /// </summary>
     public double MaxClockDrift { get; set; } = DEFAULT_MAX_CLOCK_DRIFT;
+
+    /// <summary>
+    /// Applied entries between two compactions of a copy's log (each costs one state-machine fsync).
+    /// A replica that was away for longer than the primary's log reaches back is caught up from a
+    /// snapshot instead. Default 65 536; at least 1.
+    /// </summary>
+    public int LogCompactionEntries { get; set; } = DEFAULT_LOG_COMPACTION_ENTRIES;
+
+    /// <summary>
+    /// Size at which a copy's log starts a new segment file. Compaction deletes whole segments only,
+    /// so the log reaches back at least one segment. Default 64 MiB; at least 4 KiB.
+    /// </summary>
+    public long LogSegmentBytes { get; set; } = DEFAULT_LOG_SEGMENT_BYTES;
 
     /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
     public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
@@ -123,6 +142,14 @@ public sealed class ReplicationOptions
         if (double.IsNaN(MaxClockDrift) || MaxClockDrift is < 0 or > 0.5)
         {
             return $"{Section}{nameof(MaxClockDrift)} must be a fraction between 0 and 0.5 (was {MaxClockDrift}).";
+        }
+        if (LogCompactionEntries < 1)
+        {
+            return $"{Section}{nameof(LogCompactionEntries)} must be at least 1 (was {LogCompactionEntries}).";
+        }
+        if (LogSegmentBytes < DEngine.StateMachine.Replication.ReplicatedLogOptions.MIN_SEGMENT_BYTES)
+        {
+            return $"{Section}{nameof(LogSegmentBytes)} must be at least {DEngine.StateMachine.Replication.ReplicatedLogOptions.MIN_SEGMENT_BYTES} (was {LogSegmentBytes}).";
         }
         return null;
     }

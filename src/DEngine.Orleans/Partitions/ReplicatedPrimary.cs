@@ -141,17 +141,19 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         }
     }
 
-    /// <summary>A one-line description for status: version, replicas, learners and the floor.</summary>
+    /// <summary>A one-line description for status: version, replicas, learners, snapshot installs and the floor.</summary>
     public string Describe()
     {
         // Learners on silos that are away are shipped to when they return; only live ones are catching up.
-        var learners = Replicator.Progress().Where(p => !p.Member && _members.IsActive(p.Silo)).Select(p => p.Silo).ToArray();
+        var progress = Replicator.Progress();
+        var learners = progress.Where(p => !p.Member && _members.IsActive(p.Silo)).Select(p => p.Silo).ToArray();
         var count = Configuration.Replicas.Length;
         var text = $"v{Configuration.Version}: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo == Configuration.Primary?.Silo ? r.Silo + "*" : r.Silo))}";
         if (learners.Length > 0)
         {
             text += $"; catching up: {string.Join(", ", learners)}";
         }
+        text += DescribeInstalls(progress);
         if (count < _options.Factor)
         {
             text += $"; {count} of {_options.Factor} replicas";
@@ -161,6 +163,13 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             text += $"; writes refused below MinReplicas {_options.EffectiveMinReplicas}";
         }
         return text;
+    }
+
+    /// <summary>The status text naming the replicas installing a snapshot ("; installing a snapshot: silo (what)"), or "" when none is.</summary>
+    internal static string DescribeInstalls(IReadOnlyList<ReplicaProgress> progress)
+    {
+        var installing = progress.Where(p => p.Installing is not null).Select(p => $"{p.Silo} ({p.Installing})").ToArray();
+        return installing.Length > 0 ? $"; installing a snapshot: {string.Join(", ", installing)}" : "";
     }
 
     /// <inheritdoc />

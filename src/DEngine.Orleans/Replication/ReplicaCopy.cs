@@ -83,11 +83,15 @@ public sealed class ReplicaCopy : IDisposable
         // an acknowledgement, so a new primary waits out a lease that may still run.
         _lastAcknowledgedAt = _time.GetTimestamp();
         _version = Math.Max(Math.Max(log.Last.Term, engine.LastApplied.Term), ReadVersion(versionFile, partition));
-        if (log.Last.Index < engine.LastApplied.Index)
+        var applied = engine.LastApplied;
+        if (applied.Index >= log.Base.Index && !log.Contains(applied))
         {
-            // The state machine is ahead of the whole log: data written before this partition was
-            // replicated, or a snapshot installed before its log was reset. The log restarts there.
-            log.Reset(engine.LastApplied);
+            // The log does not hold the state machine's last entry: data written before this partition
+            // was replicated, or a snapshot installed (InstallSnapshot) and a crash before the log was
+            // reset. Everything the log held past the divergence was never committed (the snapshot is
+            // committed state, and a committed entry is the same in every log), so the log restarts
+            // at the state machine: the copy is the installed one, never a mix.
+            log.Reset(applied);
         }
         lock (_gate)
         {
@@ -281,6 +285,98 @@ public sealed class ReplicaCopy : IDisposable
         {
             return _log.TermAt(index);
         }
+    }
+
+    /// <summary>
+    /// A replica's first step of a snapshot install: checks the sender's version exactly like
+    /// <see cref="Append"/> (StaleVersion, nothing changed, when a higher one was seen; a higher one is
+    /// stored durably) and whether the copy needs the snapshot at all. Returns the answer when it does
+    /// not (refused, or this log already holds <paramref name="snapshot"/>'s entry: then everything up
+    /// to it is committed and applied here, and the primary ships from after it); null when the
+    /// snapshot must be fetched and installed.
+    /// </summary>
+    public AppendResponse? BeginInstall(ulong version, LogPosition snapshot)
+    {
+        lock (_gate)
+        {
+            return CheckInstallLocked(version, snapshot);
+        }
+    }
+
+    /// <summary>
+    /// Installs the fetched snapshot in <paramref name="directory"/> (its metadata: last included entry
+    /// and manifest checksum) as this copy's state, after checking the version again (a newer primary
+    /// may have arrived during the fetch): the engine's install verifies the files and switches to them
+    /// atomically, then the log restarts durably after the snapshot's last entry. A crash between the
+    /// two leaves the new engine and the old log, which the next open resolves to the new copy (see the
+    /// constructor). Throws (the copy unchanged) when the snapshot fails verification or is older than
+    /// the local state.
+    /// </summary>
+    public AppendResponse InstallSnapshot(ulong version, string directory, Protos.Storage.SnapshotMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        if (metadata.LastIncluded is null)
+        {
+            throw new DEngineException(DEngineErrorCode.SnapshotRejected, "The snapshot metadata has no last_included position; nothing was installed.", Partition);
+        }
+        var label = new LogPosition(metadata.LastIncluded.Index, metadata.LastIncluded.Term);
+        lock (_gate)
+        {
+            if (CheckInstallLocked(version, label) is { } answer)
+            {
+                return answer;
+            }
+            _engine.InstallSnapshot(directory, metadata);
+            _log.Reset(label);
+            _appliedSinceCompaction = 0;
+            return Answer(AppendStatus.Appended);
+        }
+    }
+
+    /// <summary>
+    /// A snapshot of this copy's state machine for a replica that needs entries the log no longer
+    /// holds: the newest existing snapshot whose last entry the log still holds (so the replica can go
+    /// on from the log after it; several replicas and retries share it, and an interrupted fetch
+    /// resumes), else a fresh one. The state machine holds committed entries only, so does the snapshot.
+    /// </summary>
+    public SnapshotInfo SnapshotForReplica()
+    {
+        var existing = _engine.ListSnapshots();
+        for (var i = existing.Count - 1; i >= 0; i--)
+        {
+            lock (_gate)
+            {
+                if (existing[i].LastIncluded.Index >= _log.Base.Index && _log.Contains(existing[i].LastIncluded))
+                {
+                    return existing[i];
+                }
+            }
+        }
+        return _engine.CreateSnapshot();
+    }
+
+    private AppendResponse? CheckInstallLocked(ulong version, LogPosition snapshot)
+    {
+        if (version < _version)
+        {
+            return Answer(AppendStatus.StaleVersion);
+        }
+        if (version > _version)
+        {
+            RaiseVersion(version);
+        }
+        if (!Holds(snapshot.Index, snapshot.Term))
+        {
+            return null;
+        }
+        // The same entry as the primary's committed one: this log's prefix up to it is committed too.
+        var commit = Math.Min(snapshot.Index, _log.Last.Index);
+        if (commit > _log.CommitIndex)
+        {
+            _log.RecordCommit(commit, sync: false);
+        }
+        ApplyCommitted();
+        return Answer(AppendStatus.Appended);
     }
 
     /// <summary>

@@ -29,6 +29,15 @@ public interface IReplicaGrain : IGrainWithStringKey
 
     /// <summary>Entries of this copy's log from <paramref name="fromIndex"/> (bounded by count and bytes).</summary>
     Task<Entry[]> ReadLog(ulong fromIndex, int maxEntries, long maxBytes);
+
+    /// <summary>
+    /// Catches this copy up from a checkpoint of the primary's copy when the primary's log no longer
+    /// reaches back to what it lacks: the version fence as for <see cref="Append"/>, a verified chunked
+    /// fetch from the primary's snapshot server, an atomic install, and the log restarted after the
+    /// snapshot (see <see cref="SnapshotInstalls"/>). Answers within the request's MaxWait; ask again
+    /// while it answers Installing.
+    /// </summary>
+    Task<InstallSnapshotResponse> InstallSnapshot(InstallSnapshotRequest request);
 }
 
 /// <summary>Keys of <see cref="IReplicaGrain"/>: partition and silo name.</summary>
@@ -54,7 +63,7 @@ public static class ReplicaKey
 /// it outlives this activation (and is shared with a primary on the same silo).
 /// </remarks>
 [ReplicaPlacement]
-public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails silo, Configuration.SiloIncarnation incarnation) : Grain, IReplicaGrain
+public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails silo, Configuration.SiloIncarnation incarnation, Microsoft.Extensions.Logging.ILogger<ReplicaGrain> logger) : Grain, IReplicaGrain
 {
     private int _partition = -1;
 
@@ -92,6 +101,21 @@ public sealed class ReplicaGrain(ReplicaRegistry registry, ILocalSiloDetails sil
         copy.Promote(version);
         return copy.Position with { Incarnation = incarnation.Value };
     });
+
+    /// <inheritdoc />
+    public Task<InstallSnapshotResponse> InstallSnapshot(InstallSnapshotRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Partition != _partition)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"An install request for partition {request.Partition} reached the copy of partition {_partition}.", _partition);
+        }
+        var partition = _partition;
+        var server = GrainFactory.GetGrain<ISnapshotServerGrain>(request.Primary);
+        var offer = request.Offer;
+        ChunkReader read = (file, offset, length) => server.ReadChunk(partition, offer.Snapshot, file, offset, length);
+        return Task.Run(() => registry.Installs.InstallAsync(registry.Open(partition), request, read, registry.IncomingPath(partition), logger));
+    }
 
     /// <inheritdoc />
     public Task<Entry[]> ReadLog(ulong fromIndex, int maxEntries, long maxBytes) =>

@@ -11,8 +11,12 @@ namespace DEngine.Orleans.Replication;
 /// database (opened with Relaxed durability: the log makes entries durable, see
 /// <see cref="ReplicaCopy"/>) and its log in <c>{DataRoot}/logs/{partition}</c>.
 /// </summary>
-public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : IDisposable
+/// <param name="store">Where the partitions' databases live.</param>
+/// <param name="time">The clock of the copies.</param>
+/// <param name="options">The silo's options (the log's compaction interval and segment size); null: the defaults.</param>
+public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Microsoft.Extensions.Options.IOptions<DEngineOptions>? options = null) : IDisposable
 {
+    private readonly Configuration.ReplicationOptions _replication = options?.Value.Replication ?? new();
     private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
     private readonly ConcurrentDictionary<int, byte> _primaries = new();
     private readonly ConcurrentDictionary<int, ulong> _lastPrimaryVersion = new();
@@ -21,6 +25,12 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : I
 
     /// <summary>The directory of partition <paramref name="partition"/>'s log.</summary>
     public string LogPath(int partition) => Path.Combine(store.DataRoot, "logs", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>Where a snapshot for partition <paramref name="partition"/>'s copy is fetched to before it is installed.</summary>
+    public string IncomingPath(int partition) => Path.Combine(store.PartitionPath(partition), "incoming");
+
+    /// <summary>The snapshot installs running on this silo's copies (they outlive the replica endpoint's calls).</summary>
+    public SnapshotInstalls Installs { get; } = new(time);
 
     /// <summary>The partitions whose primary runs on this silo now (for the handover at shutdown).</summary>
     public IReadOnlyCollection<int> Primaries => _primaries.Keys.ToArray();
@@ -109,7 +119,8 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time) : I
         try
         {
             var log = LogPath(partition);
-            return new ReplicaCopy(partition, engine, ReplicatedLog.Open(log, partition, store.Time), versionFile: log + ".version", time: time, closeEngine: store.Close);
+            var logOptions = new ReplicatedLogOptions { SegmentBytes = _replication.LogSegmentBytes };
+            return new ReplicaCopy(partition, engine, ReplicatedLog.Open(log, partition, logOptions, store.Time), (ulong)_replication.LogCompactionEntries, versionFile: log + ".version", time: time, closeEngine: store.Close);
         }
         catch
         {

@@ -1,5 +1,7 @@
+using DEngine.Orleans.Snapshots;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
+using DEngine.StateMachine.Snapshots;
 using Microsoft.Extensions.Logging;
 
 namespace DEngine.Orleans.Replication;
@@ -36,6 +38,9 @@ public sealed record ReplicatorSettings(
 /// configuration and calls <see cref="Demote"/> once that is stored. A demoted replica (a learner)
 /// keeps being shipped to; once it holds the commit index the grain may add it back
 /// (<see cref="CaughtUpLearners"/>, <see cref="Promote"/>).</para>
+/// <para><b>Replicas behind the log.</b> A replica that needs entries compacted out of the local log
+/// is sent a snapshot of the local copy (committed state only) and installs it; shipping then resumes
+/// after the snapshot's last entry. Until then it does not count as caught up.</para>
 /// <para><b>Deposed.</b> A replica that answers StaleVersion has seen a newer configuration: this
 /// primary stops (<see cref="Failed"/> completes) and must never acknowledge anything again.</para>
 /// </remarks>
@@ -120,7 +125,7 @@ public sealed partial class Replicator
 
     /// <summary>Where each replica (members and learners) stands, for status.</summary>
     public IReadOnlyList<ReplicaProgress> Progress() =>
-        [.. _remotes.Values.Select(r => new ReplicaProgress(r.Name, r.Member, r.Matched, r.LastError))];
+        [.. _remotes.Values.Select(r => new ReplicaProgress(r.Name, r.Member, r.Matched, r.LastError) { Installing = r.Installing })];
 
     /// <summary>Starts the loops (from a grain turn).</summary>
     public void Start()
@@ -164,7 +169,7 @@ public sealed partial class Replicator
 
     /// <summary>Learners (replicas outside the configuration) that now hold everything committed.</summary>
     public IReadOnlyList<string> CaughtUpLearners() =>
-        [.. _remotes.Values.Where(r => !r.Member && r.Answered && r.LastError is null && r.Matched >= _tracker.CommitIndex).Select(r => r.Name)];
+        [.. _remotes.Values.Where(r => !r.Member && r.Answered && r.LastError is null && r.Installing is null && r.Matched >= _tracker.CommitIndex).Select(r => r.Name)];
 
     /// <summary>
     /// Call AFTER the configuration without <paramref name="replica"/> is stored (compare-and-swap): it stops
@@ -277,7 +282,15 @@ public sealed partial class Replicator
             }
             catch (DEngineException ex)
             {
-                // Typically: what it lacks is compacted away; it needs a snapshot (not done here).
+                if (await NeedsSnapshotAsync(remote))
+                {
+                    // What it lacks is compacted out of the local log: it is caught up from a snapshot.
+                    if (!await CatchUpFromSnapshotAsync(remote))
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 remote.LastError = ex.Detail;
                 LogShipFailed(_partition, remote.Name, ex.Detail);
                 await DelayAsync(_settings.ReplicaTimeout);
@@ -369,6 +382,107 @@ public sealed partial class Replicator
         return new AppendRequest(_partition, _version, _self, prev, prevTerm, entries, Math.Min(_tracker.CommitIndex, prev + (ulong)entries.Length));
     }
 
+    /// <summary>True when the next entry <paramref name="remote"/> needs (or the one before it) is compacted out of the local log.</summary>
+    private async Task<bool> NeedsSnapshotAsync(Remote remote)
+    {
+        var local = _local;
+        var baseIndex = await Task.Run(() => local.Position.BaseIndex);
+        return remote.Next <= baseIndex;
+    }
+
+    /// <summary>
+    /// Brings <paramref name="remote"/> past the local log's base with a snapshot of the local copy
+    /// (committed state only): asks it to install one and asks again while it answers Installing; then
+    /// shipping resumes after the snapshot's last entry. Returns false when this primary must stop
+    /// (the replica has seen a newer version) or is stopping.
+    /// </summary>
+    private async Task<bool> CatchUpFromSnapshotAsync(Remote remote)
+    {
+        try
+        {
+            // A checkpoint costs a flush and disk space: take none for a replica that cannot be reached
+            // (a removed silo that is still away keeps falling behind the log).
+            await _endpoint(remote.Name).Describe().WaitAsync(_settings.ReplicaTimeout, _time, _stop.Token);
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return false;
+        }
+        catch (Exception ex)
+        {
+            remote.LastError = ex.Message;
+            LogShipFailed(_partition, remote.Name, ex.Message);
+            await DelayAsync(_settings.HeartbeatInterval);
+            return !_stop.IsCancellationRequested;
+        }
+        var local = _local;
+        SnapshotOffer offer;
+        remote.Installing = "preparing a snapshot";
+        try
+        {
+            offer = await Task.Run(() =>
+            {
+                var info = local.SnapshotForReplica();
+                var manifest = File.ReadAllBytes(Path.Combine(info.Directory, SnapshotManifest.FileName));
+                return new SnapshotOffer(_partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes);
+            });
+        }
+        catch (Exception ex) when (ex is DEngineException or IOException)
+        {
+            remote.Installing = null;
+            remote.LastError = $"preparing a snapshot failed: {ex.Message}";
+            LogShipFailed(_partition, remote.Name, remote.LastError);
+            await DelayAsync(_settings.ReplicaTimeout);
+            return !_stop.IsCancellationRequested;
+        }
+        LogSnapshotSending(_partition, remote.Name, offer.Snapshot, offer.Index, offer.Term, offer.TotalBytes, remote.Next);
+        var request = new InstallSnapshotRequest(_partition, _version, _self, offer, _settings.ReplicaTimeout / 2);
+        var started = _time.GetTimestamp();
+        while (!_stop.IsCancellationRequested)
+        {
+            remote.Installing = $"installing snapshot {offer.Snapshot}";
+            InstallSnapshotResponse response;
+            try
+            {
+                response = await _endpoint(remote.Name).InstallSnapshot(request).WaitAsync(_settings.ReplicaTimeout, _time, _stop.Token);
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                return false;
+            }
+            catch (Exception ex)
+            {
+                // Failed or timed out: the ship loop decides again (the replica keeps what it fetched).
+                remote.Installing = null;
+                remote.LastError = $"installing snapshot {offer.Snapshot} failed: {ex.Message}";
+                LogShipFailed(_partition, remote.Name, remote.LastError);
+                await DelayAsync(_settings.HeartbeatInterval);
+                return !_stop.IsCancellationRequested;
+            }
+            switch (response.Status)
+            {
+                case InstallStatus.Installing:
+                    remote.Installing = $"installing snapshot {offer.Snapshot}: {response.FetchedBytes}/{offer.TotalBytes} bytes";
+                    LogSnapshotProgress(_partition, remote.Name, offer.Snapshot, response.FetchedBytes, offer.TotalBytes);
+                    break;
+                case InstallStatus.StaleVersion:
+                    Stop(new DEngineException(DEngineErrorCode.StaleEpoch, $"Partition {_partition}: silo '{remote.Name}' has seen configuration version {response.Position.Version}, newer than this primary's {_version}: a newer primary exists. Retry: it answers.", _partition));
+                    return false;
+                case InstallStatus.Installed:
+                    // It holds the snapshot's last entry, the same as ours (committed): go on from there.
+                    remote.Installing = null;
+                    remote.LastError = null;
+                    remote.Answered = true;
+                    remote.Matched = Math.Max(remote.Matched, offer.Index);
+                    remote.Next = offer.Index + 1;
+                    LogSnapshotInstalled(_partition, remote.Name, offer.Snapshot, offer.Index, _time.GetElapsedTime(started).TotalSeconds);
+                    TrimTail();
+                    return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Most tail entries kept for a member that does not answer; older ones are read from the local log.</summary>
     private const int MaxTailEntries = 65_536;
 
@@ -442,6 +556,15 @@ public sealed partial class Replicator
         }
     }
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: replica {Replica} needs entries from {Next}, compacted out of this log: sending snapshot {Snapshot} (up to {Index}/{Term}, {Bytes} bytes).")]
+    private partial void LogSnapshotSending(int partition, string replica, string snapshot, ulong index, ulong term, long bytes, ulong next);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: replica {Replica} is installing snapshot {Snapshot}: {Bytes}/{Total} bytes fetched.")]
+    private partial void LogSnapshotProgress(int partition, string replica, string snapshot, long bytes, long total);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: replica {Replica} installed snapshot {Snapshot} in {Seconds:0.00} s; shipping resumes after index {Index}.")]
+    private partial void LogSnapshotInstalled(int partition, string replica, string snapshot, ulong index, double seconds);
+
     [LoggerMessage(Level = LogLevel.Debug, Message = "Partition {Partition}: shipping to replica {Replica} failed ({Reason}); retrying.")]
     private partial void LogShipFailed(int partition, string replica, string reason);
 
@@ -466,6 +589,9 @@ public sealed partial class Replicator
 
         public string? LastError { get; set; }
 
+        /// <summary>What a snapshot install to it is doing now (for status), or null when none runs.</summary>
+        public string? Installing { get; set; }
+
         public Task Loop { get; set; } = Task.CompletedTask;
     }
 }
@@ -480,4 +606,9 @@ public sealed record ReplicaProgress(
     [property: global::Orleans.Id(0)] string Silo,
     [property: global::Orleans.Id(1)] bool Member,
     [property: global::Orleans.Id(2)] ulong Matched,
-    [property: global::Orleans.Id(3)] string? LastError);
+    [property: global::Orleans.Id(3)] string? LastError)
+{
+    /// <summary>What a snapshot install to it is doing now ("installing snapshot …: bytes"), or null when none runs.</summary>
+    [global::Orleans.Id(4)]
+    public string? Installing { get; init; }
+}

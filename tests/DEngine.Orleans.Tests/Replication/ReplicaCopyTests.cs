@@ -2,6 +2,7 @@ using DEngine.Orleans.Replication;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Replication;
+using DEngine.StateMachine.Snapshots;
 using DEngine.StateMachine.Tests.Support;
 using static DEngine.StateMachine.Tests.Support.Log;
 
@@ -206,5 +207,115 @@ public sealed class ReplicaCopyTests : IDisposable
         Assert.Equal(3ul, position.Version);
         Assert.Equal(AppendStatus.Appended, copy.Append(Message(3, 2, 3, 3, Insert(3, "c", "3", term: 3))).Status);
         Assert.Equal("3", Read(copy, "c"));
+    }
+
+    /// <summary>A primary's copy with keys k1..k<paramref name="count"/> committed under <paramref name="version"/>, and a snapshot of it.</summary>
+    private (ReplicaCopy Primary, SnapshotInfo Snapshot) PrimaryWithSnapshot(int count, ulong version)
+    {
+        var primary = SnapshotSource.CompactingCopy(Partition, _dir.Sub("primary-engine"), _dir.Sub("primary-log"));
+        _open.Add(primary);
+        SnapshotSource.Fill(primary, version, count);
+        return (primary, primary.SnapshotForReplica());
+    }
+
+    [Fact]
+    public void A_snapshot_install_from_a_stale_primary_is_refused_and_changes_nothing()
+    {
+        var (_, snapshot) = PrimaryWithSnapshot(20, version: 2);
+        var copy = Open();
+        copy.Append(Message(5, 0, 0, 1, Insert(1, "a", "1", term: 5)));
+        var before = copy.Position;
+
+        Assert.Equal(AppendStatus.StaleVersion, copy.BeginInstall(2, snapshot.LastIncluded)!.Status);
+        var answer = copy.InstallSnapshot(2, snapshot.Directory, snapshot.Metadata);
+
+        Assert.Equal(AppendStatus.StaleVersion, answer.Status);
+        Assert.Equal(5ul, answer.Version);
+        Assert.Equal(before, copy.Position);
+        Assert.Equal("1", Read(copy, "a"));
+        Assert.Null(Read(copy, "k20"));
+    }
+
+    [Fact]
+    public void After_a_snapshot_install_the_log_continues_after_the_snapshot_last_entry_and_an_uncommitted_suffix_is_gone()
+    {
+        var (_, snapshot) = PrimaryWithSnapshot(20, version: 2);
+        Assert.Equal(new LogPosition(20, 2), snapshot.LastIncluded);
+        var copy = Open();
+        // Its own history: one committed entry of version 1 and a suffix beyond the snapshot that was never committed.
+        copy.Append(Message(1, 0, 0, 1, [.. Enumerable.Range(1, 25).Select(i => Insert((ulong)i, i == 1 ? "k1" : $"old{i}", "x"))]));
+        Assert.Null(copy.BeginInstall(2, snapshot.LastIncluded));
+
+        var answer = copy.InstallSnapshot(2, snapshot.Directory, snapshot.Metadata);
+
+        Assert.Equal(AppendStatus.Appended, answer.Status);
+        Assert.Equal((20ul, 2ul, 20ul, 20ul), (answer.LastIndex, answer.LastTerm, answer.CommitIndex, answer.BaseIndex));
+        Assert.Equal(new LogPosition(20, 2), copy.Engine.LastApplied);
+        Assert.Equal(2ul, copy.Version);
+        Assert.Equal(new string('v', 100), Read(copy, "k20"));
+        Assert.Null(Read(copy, "old2"));
+        Assert.Null(Read(copy, "old25"));
+        // The primary goes on from after the snapshot.
+        Assert.Equal(AppendStatus.Appended, copy.Append(Message(2, 20, 2, 21, Insert(21, "k21", "21", term: 2))).Status);
+        Assert.Equal("21", Read(copy, "k21"));
+        Close(copy);
+        var reopened = Open();
+        Assert.Equal(new LogPosition(21, 2), reopened.Position.Last);
+        Assert.Equal("21", Read(reopened, "k21"));
+    }
+
+    [Fact]
+    public void A_copy_reopened_after_a_crash_between_the_engine_install_and_the_log_reset_is_the_installed_copy()
+    {
+        var (_, snapshot) = PrimaryWithSnapshot(20, version: 2);
+        var copy = Open();
+        // Uncommitted entries of version 1 reaching past the snapshot's last index.
+        copy.Append(Message(1, 0, 0, 1, [.. Enumerable.Range(1, 25).Select(i => Insert((ulong)i, $"old{i}", "x"))]));
+        // The install's first step only (the engine switched to the snapshot), then the process died.
+        copy.Engine.InstallSnapshot(snapshot.Directory, snapshot.Metadata);
+        Close(copy);
+
+        var reopened = Open();
+
+        var position = reopened.Position;
+        Assert.Equal(new LogPosition(20, 2), position.Last);
+        Assert.Equal((20ul, 20ul, 20ul), (position.BaseIndex, position.CommitIndex, position.Applied));
+        Assert.Null(Read(reopened, "old1"));
+        Assert.Equal(new string('v', 100), Read(reopened, "k20"));
+        Assert.Equal(AppendStatus.Appended, reopened.Append(Message(2, 20, 2, 21, Insert(21, "k21", "21", term: 2))).Status);
+        Assert.Equal("21", Read(reopened, "k21"));
+    }
+
+    [Fact]
+    public void A_copy_whose_log_holds_the_snapshot_last_entry_is_not_installed_and_commits_up_to_it()
+    {
+        var copy = Open();
+        copy.Append(Message(1, 0, 0, 2, Insert(1, "a", "1"), Insert(2, "b", "2"), Insert(3, "c", "3"), Insert(4, "d", "4"), Insert(5, "e", "5")));
+        Assert.Equal(2ul, copy.Engine.LastApplied.Index);
+
+        var answer = copy.BeginInstall(1, new LogPosition(5, 1));
+
+        Assert.NotNull(answer);
+        Assert.Equal(AppendStatus.Appended, answer.Status);
+        Assert.Equal((5ul, 5ul, 0ul), (answer.LastIndex, answer.CommitIndex, answer.BaseIndex));
+        Assert.Equal(5ul, copy.Engine.LastApplied.Index);
+        Assert.Equal("5", Read(copy, "e"));
+        Assert.Empty(copy.Engine.ListSnapshots());
+    }
+
+    [Fact]
+    public void The_snapshot_for_a_replica_is_the_newest_one_whose_last_entry_the_log_still_holds()
+    {
+        var (primary, first) = PrimaryWithSnapshot(20, version: 2);
+        SnapshotSource.Fill(primary, 2, 5);
+        Assert.True(primary.Position.BaseIndex <= 20, $"the log's base {primary.Position.BaseIndex} already passed the first snapshot");
+        // Still held by the log: reused (replicas and retries share it), though newer entries were applied since.
+        Assert.Equal(first.Directory, primary.SnapshotForReplica().Directory);
+        SnapshotSource.Fill(primary, 2, 300);
+        Assert.True(primary.Position.BaseIndex > 20, $"the log's base {primary.Position.BaseIndex} did not pass the first snapshot");
+
+        var next = primary.SnapshotForReplica();
+
+        Assert.Equal(new LogPosition(325, 2), next.LastIncluded);
     }
 }

@@ -1,4 +1,5 @@
 using DEngine.Orleans.Replication;
+using DEngine.Orleans.Snapshots;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Replication;
@@ -216,6 +217,58 @@ public sealed class ReplicatorTests : IDisposable
         replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
     }
 
+    [Fact]
+    public async Task A_replica_behind_the_primary_log_is_caught_up_from_a_snapshot_and_shipping_resumes_after_it()
+    {
+        var primary = SnapshotSource.CompactingCopy(Partition, _dir.Sub("p-engine"), _dir.Sub("p-log"));
+        _copies.Add(primary);
+        SnapshotSource.Fill(primary, 1, 200);
+        Assert.True(primary.Position.BaseIndex > 1, $"the primary's log was not compacted (base {primary.Position.BaseIndex})");
+        var a = Replica("a"); // empty: it lacks entries the primary's log no longer holds
+        a.Incoming = _dir.Sub("a-incoming");
+        a.PrimarySnapshots = ((RocksDbStateMachine)primary.Engine).SnapshotsPath;
+        a.HoldChunks();
+        var replicator = await StartAsync(primary, 2, "a");
+        await OnScheduler(() => replicator.Append([Noop(201, term: 2)]));
+
+        await Until(() => OnScheduler(replicator.Progress).Result.Single().Installing is not null, "the status says a is installing a snapshot");
+        Assert.StartsWith("; installing a snapshot: a (", DEngine.Orleans.Partitions.ReplicatedPrimary.DescribeInstalls(await OnScheduler(replicator.Progress)));
+        Assert.Equal(0, ResultCount); // a counts for commits: nothing commits before it holds the entries
+        a.ReleaseChunks();
+        await Until(() => ResultCount == 1, "the noop of the new term commits");
+        await TickUntil(() => a.Copy.Engine.LastApplied.Index == 201, "the replica applied everything");
+
+        Assert.Equal(200ul, a.Copy.Position.BaseIndex); // its log restarted after the snapshot's last entry
+        Assert.Equal(new string('v', 100), System.Text.Encoding.UTF8.GetString(a.Copy.Engine.Get("k1"u8)!));
+        Assert.Equal(new string('v', 100), System.Text.Encoding.UTF8.GetString(a.Copy.Engine.Get("k200"u8)!));
+        Assert.Null((await OnScheduler(replicator.Progress)).Single().Installing);
+        Assert.Equal("", DEngine.Orleans.Partitions.ReplicatedPrimary.DescribeInstalls(await OnScheduler(replicator.Progress)));
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
+    public async Task No_snapshot_is_taken_for_a_replica_behind_the_log_while_it_cannot_be_reached()
+    {
+        var primary = SnapshotSource.CompactingCopy(Partition, _dir.Sub("p-engine"), _dir.Sub("p-log"));
+        _copies.Add(primary);
+        SnapshotSource.Fill(primary, 1, 200);
+        var a = Replica("a");
+        a.Incoming = _dir.Sub("a-incoming");
+        a.PrimarySnapshots = ((RocksDbStateMachine)primary.Engine).SnapshotsPath;
+        // It answers the first message (Mismatch: it has nothing), then goes away.
+        a.FailFromCall = 2;
+        var replicator = await StartAsync(primary, 2, "a");
+
+        await TickUntil(() => a.Calls >= 6, "the primary keeps trying the replica");
+
+        Assert.Empty(primary.Engine.ListSnapshots());
+        Assert.Null((await OnScheduler(replicator.Progress)).Single().Installing);
+        a.FailFromCall = int.MaxValue;
+        await TickUntil(() => a.Copy.Position.BaseIndex == 200, "once it answers, it installs a snapshot");
+        Assert.Single(primary.Engine.ListSnapshots());
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
     /// <summary>An in-process replica endpoint over a real copy; messages can be held or failed.</summary>
     private sealed class FakeReplica(ReplicaCopy copy) : IReplicaGrain
     {
@@ -225,6 +278,21 @@ public sealed class ReplicatorTests : IDisposable
         public ReplicaCopy Copy { get; } = copy;
 
         public volatile bool Fail;
+
+        /// <summary>Every call from this one on (counting from 1) fails, until set back to int.MaxValue.</summary>
+        public volatile int FailFromCall = int.MaxValue;
+
+        private int _calls;
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        private void CountCall()
+        {
+            if (Interlocked.Increment(ref _calls) >= FailFromCall)
+            {
+                throw new TimeoutException("the test fails this replica's calls");
+            }
+        }
 
         private int _answered;
 
@@ -261,6 +329,7 @@ public sealed class ReplicatorTests : IDisposable
                 open = _open.Task;
             }
             await open;
+            CountCall();
             if (Fail)
             {
                 throw new TimeoutException("the test fails this replica's messages");
@@ -270,7 +339,11 @@ public sealed class ReplicatorTests : IDisposable
             return response;
         }
 
-        public Task<CopyPosition> Describe() => Task.FromResult(Copy.Position);
+        public Task<CopyPosition> Describe()
+        {
+            CountCall();
+            return Task.FromResult(Copy.Position);
+        }
 
         public Task<CopyPosition> Promote(ulong version)
         {
@@ -279,5 +352,38 @@ public sealed class ReplicatorTests : IDisposable
         }
 
         public Task<Entry[]> ReadLog(ulong fromIndex, int maxEntries, long maxBytes) => Task.FromResult(Copy.Read(fromIndex, maxEntries, maxBytes).ToArray());
+
+        /// <summary>Where this replica's snapshot installs are fetched to.</summary>
+        public string? Incoming { get; set; }
+
+        /// <summary>The primary's snapshots directory (chunks are read from its files, as its snapshot server would).</summary>
+        public string? PrimarySnapshots { get; set; }
+
+        public SnapshotInstalls Installs { get; } = new(TimeProvider.System);
+
+        private TaskCompletionSource _chunks = Opened();
+
+        /// <summary>Chunk reads of an install wait from now on (until <see cref="ReleaseChunks"/>).</summary>
+        public void HoldChunks() => _chunks = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void ReleaseChunks() => _chunks.TrySetResult();
+
+        public async Task<InstallSnapshotResponse> InstallSnapshot(InstallSnapshotRequest request)
+        {
+            Task open;
+            lock (_gate)
+            {
+                open = _open.Task;
+            }
+            await open;
+            CountCall();
+            var directory = Path.Combine(PrimarySnapshots!, request.Offer.Snapshot);
+            async Task<SnapshotChunkData> Read(string file, long offset, int length)
+            {
+                await _chunks.Task;
+                return SnapshotSource.ReadChunk(directory, file, offset, length);
+            }
+            return await Installs.InstallAsync(Copy, request, Read, Incoming!, NullLogger.Instance);
+        }
     }
 }
