@@ -23,7 +23,7 @@ public sealed class DefaultFactorSiloTests(DefaultFactorSiloFixture silo) : ICla
 
         Assert.True(put.ExitCode == 2, put.ToString());
         var error = Assert.Single(put.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.StartsWith("error: Partition ", error);
+        Assert.StartsWith("error: PartitionUnavailable (partition ", error);
         Assert.Contains("fewer than DEngine:Replication:MinReplicas = 2: writes are refused (nothing was applied)", error);
         Assert.Contains("Retry.", error);
         Assert.Contains("--DEngine:Replication:Factor 1", error);
