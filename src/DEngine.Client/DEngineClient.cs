@@ -8,6 +8,18 @@ namespace DEngine.Client;
 /// with a bounded exponential backoff and throws <see cref="DEngineException"/> otherwise.
 /// Thread-safe; create one per application.
 /// </summary>
+/// <remarks>
+/// What is retried (at most <see cref="DEngineClientOptions.MaxRetries"/> times): every call, on an
+/// error that guarantees it was not applied (a retryable <see cref="DEngineException"/>: NotServing,
+/// PartitionUnavailable, StaleEpoch, Overloaded; an Orleans message rejection). Reads (Get, GetMulti,
+/// ScanPrefix, GetTtl, status, snapshot lists) also on a <see cref="TimeoutException"/>: a read changes
+/// nothing, and its answer can take longer than a response timeout while a new primary of a replica
+/// group waits out the old one's lease before it serves (LeaseDuration × (1 + MaxClockDrift), 4.2 s by
+/// default). A write (Put, Delete, CompareAndSwap) that times out is not sent again: it may have been
+/// applied (a retried CAS that had succeeded would report false, a retried Put could overwrite a newer
+/// value), so the caller gets the <see cref="TimeoutException"/> (outcome unknown, like
+/// <see cref="DEngineErrorCode.OutcomeUnknown"/>) and reads the key to learn what happened.
+/// </remarks>
 public sealed class DEngineClient
 {
     private readonly IGrainFactory _grains;
@@ -47,23 +59,23 @@ public sealed class DEngineClient
 
     /// <summary>Stores a value; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns once durable.</summary>
     public Task PutAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default) =>
-        CallAsync(key, (value, ttlSeconds), static (grain, key, args) => grain.Put(key, args.value, args.ttlSeconds), cancellationToken);
+        CallAsync(key, (value, ttlSeconds), static (grain, key, args) => grain.Put(key, args.value, args.ttlSeconds), read: false, cancellationToken);
 
     /// <summary>The value of <paramref name="key"/>, or null when absent.</summary>
     public Task<byte[]?> GetAsync(byte[] key, CancellationToken cancellationToken = default) =>
-        CallAsync(key, 0, static (grain, key, _) => grain.Get(key), cancellationToken);
+        CallAsync(key, 0, static (grain, key, _) => grain.Get(key), read: true, cancellationToken);
 
     /// <summary>Deletes <paramref name="key"/>; deleting an absent key is not an error.</summary>
     public Task DeleteAsync(byte[] key, CancellationToken cancellationToken = default) =>
-        CallAsync(key, 0, static (grain, key, _) => grain.Delete(key), cancellationToken);
+        CallAsync(key, 0, static (grain, key, _) => grain.Delete(key), read: false, cancellationToken);
 
     /// <summary>Writes <paramref name="newValue"/> if the value equals <paramref name="expected"/> (null = absent). Returns whether it did.</summary>
     public Task<bool> CompareAndSwapAsync(byte[] key, byte[]? expected, byte[] newValue, CancellationToken cancellationToken = default) =>
-        CallAsync(key, (expected, newValue), static (grain, key, args) => grain.CompareAndSwap(key, args.expected, args.newValue), cancellationToken);
+        CallAsync(key, (expected, newValue), static (grain, key, args) => grain.CompareAndSwap(key, args.expected, args.newValue), read: false, cancellationToken);
 
     /// <summary>The TTL state of <paramref name="key"/>.</summary>
     public Task<KeyTtl> GetTtlAsync(byte[] key, CancellationToken cancellationToken = default) =>
-        CallAsync(key, 0, static (grain, key, _) => grain.GetTtl(key), cancellationToken);
+        CallAsync(key, 0, static (grain, key, _) => grain.GetTtl(key), read: true, cancellationToken);
 
     /// <summary>Values of <paramref name="keys"/> in request order (null = absent); one consistent read per partition.</summary>
     public async Task<IReadOnlyList<byte[]?>> GetMultiAsync(IReadOnlyList<byte[]> keys, CancellationToken cancellationToken = default)
@@ -85,7 +97,7 @@ public sealed class DEngineClient
         {
             var partKeys = pair.Value.Select(i => keys[i]).ToArray();
             var grain = _grains.GetGrain<IStateMachineGrain>(pair.Key);
-            var values = await RetryAsync(() => grain.GetMulti(partKeys), cancellationToken);
+            var values = await RetryAsync(() => grain.GetMulti(partKeys), read: true, cancellationToken);
             for (var j = 0; j < values.Length; j++)
             {
                 results[pair.Value[j]] = values[j];
@@ -102,7 +114,7 @@ public sealed class DEngineClient
         var scans = await Task.WhenAll(Enumerable.Range(0, partitions).Select(p =>
         {
             var grain = _grains.GetGrain<IStateMachineGrain>(p);
-            return RetryAsync(() => grain.ScanPrefix(prefix), cancellationToken);
+            return RetryAsync(() => grain.ScanPrefix(prefix), read: true, cancellationToken);
         }));
         var entries = new List<KeyValuePair<byte[], byte[]>>();
         var revisions = new ulong[partitions];
@@ -125,7 +137,7 @@ public sealed class DEngineClient
         return await Task.WhenAll(Enumerable.Range(0, partitions).Select(p =>
         {
             var grain = _grains.GetGrain<IStateMachineGrain>(p);
-            return RetryAsync(() => grain.GetStatus(), cancellationToken);
+            return RetryAsync(() => grain.GetStatus(), read: true, cancellationToken);
         }));
     }
 
@@ -133,21 +145,21 @@ public sealed class DEngineClient
     public async Task<PartitionStatus> GetPartitionStatusAsync(int partition, CancellationToken cancellationToken = default)
     {
         var grain = await PartitionGrainAsync(partition);
-        return await RetryAsync(() => grain.GetStatus(), cancellationToken);
+        return await RetryAsync(() => grain.GetStatus(), read: true, cancellationToken);
     }
 
     /// <summary>Takes a snapshot of <paramref name="partition"/> now.</summary>
     public async Task<SnapshotSummary> CreateSnapshotAsync(int partition, CancellationToken cancellationToken = default)
     {
         var grain = await PartitionGrainAsync(partition);
-        return await RetryAsync(() => grain.CreateSnapshot(), cancellationToken);
+        return await RetryAsync(() => grain.CreateSnapshot(), read: false, cancellationToken);
     }
 
     /// <summary>The snapshots <paramref name="partition"/> keeps, oldest first.</summary>
     public async Task<SnapshotSummary[]> ListSnapshotsAsync(int partition, CancellationToken cancellationToken = default)
     {
         var grain = await PartitionGrainAsync(partition);
-        return await RetryAsync(() => grain.ListSnapshots(), cancellationToken);
+        return await RetryAsync(() => grain.ListSnapshots(), read: true, cancellationToken);
     }
 
     /// <summary>
@@ -162,7 +174,7 @@ public sealed class DEngineClient
         {
             await grain.MoveTo(siloName);
             return true;
-        }, cancellationToken);
+        }, read: false, cancellationToken);
         var started = _options.TimeProvider.GetTimestamp();
         while (true)
         {
@@ -175,9 +187,9 @@ public sealed class DEngineClient
                     return status;
                 }
             }
-            catch (DEngineException ex) when (ex.IsRetryable)
+            catch (Exception ex) when (IsRetryable(ex, read: true))
             {
-                // Moving: the new activation is fetching the data.
+                // Moving: the new activation is fetching the data (or, in a replica group, waiting out the old primary's lease).
             }
             if (elapsed > timeout)
             {
@@ -240,7 +252,7 @@ public sealed class DEngineClient
     /// neither allocates a closure nor runs an async method until the grain call is awaited: the grain
     /// reference comes from a cached array and the call's arguments travel as a struct.
     /// </summary>
-    private Task<T> CallAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    private Task<T> CallAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, bool read, CancellationToken cancellationToken)
     {
         if (InvalidKey(key) is { } invalid)
         {
@@ -249,18 +261,18 @@ public sealed class DEngineClient
         var partitions = _partitions;
         if (partitions is not { IsCompletedSuccessfully: true })
         {
-            return CallSlowAsync(key, args, call, cancellationToken);
+            return CallSlowAsync(key, args, call, read, cancellationToken);
         }
         var request = Request(partitions.Result, key, args, call);
         var first = Invoke(request, SingleKeyCall<TArgs, T>.Run);
-        return first.IsCompletedSuccessfully ? first : RetryAsync(first, request, SingleKeyCall<TArgs, T>.Run, cancellationToken);
+        return first.IsCompletedSuccessfully ? first : RetryAsync(first, request, SingleKeyCall<TArgs, T>.Run, read, cancellationToken);
     }
 
-    private async Task<T> CallSlowAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, CancellationToken cancellationToken)
+    private async Task<T> CallSlowAsync<TArgs, T>(byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call, bool read, CancellationToken cancellationToken)
     {
         var partitions = await GetPartitionCountAsync();
         var request = Request(partitions, key, args, call);
-        return await RetryAsync(Invoke(request, SingleKeyCall<TArgs, T>.Run), request, SingleKeyCall<TArgs, T>.Run, cancellationToken);
+        return await RetryAsync(Invoke(request, SingleKeyCall<TArgs, T>.Run), request, SingleKeyCall<TArgs, T>.Run, read, cancellationToken);
     }
 
     private SingleKeyCall<TArgs, T> Request<TArgs, T>(int partitions, byte[] key, TArgs args, Func<IStateMachineGrain, byte[], TArgs, Task<T>> call) =>
@@ -285,21 +297,24 @@ public sealed class DEngineClient
         }
     }
 
-    // Only errors that guarantee the request was not applied are retried, so retrying even a CAS
+    // A write is retried only on errors that guarantee it was not applied, so retrying even a CAS
     // is safe: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
     // message, e.g. because it is stopping; nothing was invoked). Other transport errors are thrown
-    // as they are, because a write may have been applied before the connection failed.
-    private static bool IsRetryable(Exception ex) => ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException;
+    // as they are, because a write may have been applied before the connection failed or the
+    // response timed out. A read changes nothing: one whose response timed out is sent again.
+    private static bool IsRetryable(Exception ex, bool read) =>
+        ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException || (read && ex is TimeoutException);
 
-    private Task<T> RetryAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken) =>
-        RetryAsync(Invoke(call, static c => c()), call, static c => c(), cancellationToken);
+    private Task<T> RetryAsync<T>(Func<Task<T>> call, bool read, CancellationToken cancellationToken) =>
+        RetryAsync(Invoke(call, static c => c()), call, static c => c(), read, cancellationToken);
 
     /// <summary>
     /// Awaits <paramref name="first"/> (the first attempt, already started) and repeats
     /// <paramref name="call"/> with exponential backoff while it fails retryably, at most
-    /// <see cref="DEngineClientOptions.MaxRetries"/> times.
+    /// <see cref="DEngineClientOptions.MaxRetries"/> times. <paramref name="read"/>: the call changes
+    /// nothing, so a timed-out attempt is retried too.
     /// </summary>
-    private async Task<T> RetryAsync<TState, T>(Task<T> first, TState state, Func<TState, Task<T>> call, CancellationToken cancellationToken)
+    private async Task<T> RetryAsync<TState, T>(Task<T> first, TState state, Func<TState, Task<T>> call, bool read, CancellationToken cancellationToken)
     {
         var delay = _options.InitialBackoff;
         var attempt = first;
@@ -309,7 +324,7 @@ public sealed class DEngineClient
             {
                 return await attempt;
             }
-            catch (Exception ex) when (IsRetryable(ex) && retries < _options.MaxRetries)
+            catch (Exception ex) when (IsRetryable(ex, read) && retries < _options.MaxRetries)
             {
                 await Task.Delay(delay, _options.TimeProvider, cancellationToken);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));

@@ -3,7 +3,7 @@ namespace DEngine.Client;
 /// <summary>Options of <see cref="DEngineClient"/>.</summary>
 public sealed class DEngineClientOptions
 {
-    /// <summary>Retries of a retryable error (NotServing, PartitionUnavailable) before it is thrown. Default 8.</summary>
+    /// <summary>Retries of a retryable error (NotServing, PartitionUnavailable, Overloaded; for a read also a response timeout) before it is thrown. Default 8.</summary>
     public int MaxRetries { get; set; } = 8;
 
     /// <summary>First backoff delay; doubles per retry. Default 50 ms.</summary>

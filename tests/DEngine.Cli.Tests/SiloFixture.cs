@@ -5,8 +5,12 @@ using System.Text;
 
 namespace DEngine.Cli.Tests;
 
-/// <summary>One real silo process (4 partitions, free ports, a temporary data directory) shared by a test class.</summary>
-public sealed class SiloFixture : IAsyncLifetime
+/// <summary>
+/// One real silo process (4 partitions, free ports, a temporary data directory) shared by a test
+/// class. It runs as README's one-silo Quickstart does, with <c>--DEngine:Replication:Factor 1</c>
+/// (a single copy per partition): with the default Factor 3 one silo refuses every write.
+/// </summary>
+public class SiloFixture : IAsyncLifetime
 {
     public const int Partitions = 4;
 
@@ -24,6 +28,9 @@ public sealed class SiloFixture : IAsyncLifetime
 
     public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "dengine-cli-tests-" + Guid.NewGuid().ToString("N"));
 
+    /// <summary>The replication flags of the silo: a single copy, as README's one-silo Quickstart.</summary>
+    protected virtual IEnumerable<string> ReplicationArgs => ["--DEngine:Replication:Factor", "1"];
+
     /// <summary>Starts the silo; a restart (after <see cref="KillAsync"/>) keeps its ports and data directory.</summary>
     public async Task InitializeAsync()
     {
@@ -38,11 +45,13 @@ public sealed class SiloFixture : IAsyncLifetime
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var arg in new[]
-        {
+        string[] args =
+        [
             ProcessRunner.SiloDll, "--data-dir", DataDir, "--silo-port", siloPort.ToString(), "--gateway-port", GatewayPort.ToString(),
             "--partitions", Partitions.ToString(), "--no-dashboard",
-        })
+            .. ReplicationArgs,
+        ];
+        foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
         }

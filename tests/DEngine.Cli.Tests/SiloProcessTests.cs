@@ -32,7 +32,7 @@ public sealed class SiloProcessTests(SiloFixture silo) : IClassFixture<SiloFixtu
         var result = await ProcessRunner.RunAsync(ProcessRunner.SiloDll,
             ["--data-dir", data, "--no-dashboard", "--DEngine:Replication:Factor", "2", "--DEngine:Replication:MinReplicas", "3"], Timeout);
 
-        // The message names the factor it checked against: 2 shows the command line's value arrived (the default is 1).
+        // The message names the factor it checked against: 2 shows the command line's value arrived (the default is 3).
         Assert.Equal(2, result.ExitCode);
         var error = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("DEngine:Replication:MinReplicas must be between 1 and DEngine:Replication:Factor (2)", error);

@@ -11,7 +11,7 @@ namespace DEngine.Cluster.Tests;
 /// README's "Three local silos as one cluster": three real silo processes in the local profile (no
 /// Redis; silo a is the primary, b and c join it with <c>--primary</c>), on free loopback ports, with
 /// an Orleans client in the test. Only README's flags (plus <c>--no-dashboard</c>, so no test binds
-/// the dashboard's fixed port).
+/// the dashboard's fixed port), so replication is the default: replica groups of three.
 /// </summary>
 public sealed class LocalClusterFixture() : SiloProcessCluster(3), IAsyncLifetime
 {

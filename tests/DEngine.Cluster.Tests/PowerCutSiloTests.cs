@@ -16,7 +16,8 @@ namespace DEngine.Cluster.Tests;
 /// Real silo processes (the local profile) whose data directory is on the power-cut file system: a
 /// SIGKILL followed by a power cut, then a restart. Whatever was acknowledged must be served: a
 /// missing fsync on the write path or in a partition move loses it here (a SIGKILL alone would not,
-/// the page cache keeps it).
+/// the page cache keeps it). A single copy per partition (<c>--DEngine:Replication:Factor 1</c>, set
+/// explicitly: the default is 3): one silo alone, and a move that fetches the data onto another silo.
 /// </summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class PowerCutSiloCollection
@@ -186,7 +187,7 @@ public sealed class PowerCutSiloTests(ITestOutputHelper output) : IDisposable
         {
             SiloDll, "--name", spec.Name, "--data-dir", dataDir,
             "--silo-port", spec.SiloPort.ToString(), "--gateway-port", spec.GatewayPort.ToString(),
-            "--partitions", Partitions.ToString(), "--no-dashboard",
+            "--partitions", Partitions.ToString(), "--no-dashboard", "--DEngine:Replication:Factor", "1",
         };
         if (primary is not null)
         {

@@ -14,12 +14,16 @@ namespace DEngine.Orleans.Tests;
 /// <summary>
 /// A 3-silo in-process cluster; every silo has its own data directory under one temporary root
 /// (named after the silo, so a restarted silo finds its data again) and short membership timeouts.
+/// A single copy per partition (DEngine:Replication:Factor 1, set explicitly: the default is 3): the
+/// tests over it pin the single-copy path (ownership records and the holders registry, relocation
+/// by snapshot fetch, ApplyChunk from an external log, a crashed silo's partitions unavailable until
+/// it returns). <see cref="ReplicatedClusterFixture"/> runs the default, replica groups of three.
 /// </summary>
 public class ClusterFixture : IAsyncLifetime
 {
     public const int Partitions = 8;
 
-    /// <summary>DEngine:Replication:Factor of every silo: 1 here (the single-copy path).</summary>
+    /// <summary>DEngine:Replication:Factor of every silo: 1 here (the single-copy path; the product's default is 3).</summary>
     protected virtual int ReplicationFactor => 1;
 
     /// <summary>More silo configuration of a derived fixture.</summary>

@@ -5,7 +5,10 @@ using static DEngine.Orleans.Tests.Keys;
 
 namespace DEngine.Orleans.Tests;
 
-/// <summary>A one-silo cluster with TTLs switched off (DEngine:Lease:Enabled=false).</summary>
+/// <summary>
+/// A one-silo cluster with TTLs switched off (DEngine:Lease:Enabled=false); a single copy per partition
+/// (DEngine:Replication:Factor 1), as a one-silo deployment runs.
+/// </summary>
 public sealed class LeaseDisabledFixture : IAsyncLifetime
 {
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-nolease-" + Guid.NewGuid().ToString("N"));
@@ -22,6 +25,7 @@ public sealed class LeaseDisabledFixture : IAsyncLifetime
             o.WriteBufferMiB = 4;
             o.BlockCacheMiB = 8;
             o.Lease.Enabled = false;
+            o.Replication.Factor = 1;
         }));
         builder.ConfigureClient(client => client.AddDEngineClient());
         Cluster = builder.Build();

@@ -16,6 +16,8 @@ namespace DEngine.Orleans.Tests;
 /// A one-silo in-process cluster whose DEngine clock is a <see cref="FakeTimeProvider"/> (Orleans keeps
 /// the real one) and whose WAL sync rounds can be held by <see cref="Gate"/>. Data root and ownership
 /// storage can be handed to a second instance, to restart "the same" partition with other settings.
+/// One silo runs with a single copy per partition (DEngine:Replication:Factor 1), as a one-silo
+/// deployment must: with the default Factor 3 its floor of 2 replicas refuses every write.
 /// </summary>
 public sealed class OneSiloCluster : IAsyncDisposable
 {
@@ -59,6 +61,7 @@ public sealed class OneSiloCluster : IAsyncDisposable
                 o.Partitions = ClusterFixture.Partitions;
                 o.WriteBufferMiB = 4;
                 o.BlockCacheMiB = 8;
+                o.Replication.Factor = 1;
                 configure?.Invoke(o);
             });
         });

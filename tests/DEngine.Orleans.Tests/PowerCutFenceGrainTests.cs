@@ -107,6 +107,8 @@ public sealed class PowerCutFenceGrainTests(ITestOutputHelper output)
                     o.Partitions = 1;
                     o.WriteBufferMiB = 4;
                     o.BlockCacheMiB = 8;
+                    // The single-copy fence (the WAL fsync of the partition's own database); one silo, one copy.
+                    o.Replication.Factor = 1;
                 });
                 silo.UseInMemoryReminderService();
             });

@@ -7,15 +7,17 @@ namespace DEngine.Orleans.Tests;
 public sealed class ReplicationOptionsTests
 {
     [Fact]
-    public void The_defaults_are_one_copy_a_floor_of_one_a_four_second_lease_and_they_validate()
+    public void The_defaults_are_replica_groups_of_three_a_floor_of_two_a_four_second_lease_and_they_validate()
     {
         var options = new DEngineOptions();
 
         Assert.Null(options.Validate());
         var replication = options.Replication;
-        Assert.Equal(1, replication.Factor);
-        Assert.Equal(1, replication.EffectiveMinReplicas);
-        Assert.Equal(2, new ReplicationOptions { Factor = 3 }.EffectiveMinReplicas);
+        Assert.Equal(3, replication.Factor);
+        Assert.Equal(3, ReplicationOptions.DEFAULT_FACTOR);
+        Assert.Null(replication.MinReplicas);
+        Assert.Equal(2, replication.EffectiveMinReplicas);
+        Assert.Equal(1, new ReplicationOptions { Factor = 1 }.EffectiveMinReplicas);
         Assert.Equal(TimeSpan.FromSeconds(4), replication.LeaseDuration);
         Assert.Equal(TimeSpan.FromSeconds(1), replication.HeartbeatInterval);
         Assert.Equal(TimeSpan.FromSeconds(6), replication.ReplicaTimeout);
@@ -56,7 +58,7 @@ public sealed class ReplicationOptionsTests
     [Fact]
     public void Writes_are_refused_below_the_floor_even_when_the_cluster_has_fewer_silos_than_the_floor()
     {
-        var options = new ReplicationOptions { Factor = 3 };
+        var options = new ReplicationOptions();
 
         Assert.False(options.CanWrite(options.EffectiveFactor(1)));
         Assert.True(options.CanWrite(options.EffectiveFactor(2)));

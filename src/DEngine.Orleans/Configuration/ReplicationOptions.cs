@@ -14,11 +14,13 @@ namespace DEngine.Orleans.Configuration;
 public sealed class ReplicationOptions
 {
     /// <summary>
-    /// Default of <see cref="Factor"/>: 1, a single copy (the path every profile ran before replica
-    /// groups). Replica groups are switched on with Factor 3; they become the default once replacement
-    /// and balancing (the next issue) keep a long-running group healthy without an operator.
+    /// Default of <see cref="Factor"/>: 3, replica groups of three, so the loss of one silo (or of its
+    /// disk) loses no acknowledged write and stops no partition. With the default floor of 2 a cluster
+    /// of one silo refuses every write (retryably, naming the setting): a single-silo deployment sets
+    /// Factor 1 explicitly (one copy, the path of ownership records, relocation by snapshot fetch and
+    /// <c>ApplyChunk</c> from an external log).
     /// </summary>
-    public const int DEFAULT_FACTOR = 1;
+    public const int DEFAULT_FACTOR = 3;
 
     /// <summary>Largest <see cref="Factor"/> accepted.</summary>
     public const int MAX_FACTOR = 16;
@@ -43,7 +45,7 @@ public sealed class ReplicationOptions
 
     private const string Section = DEngineOptions.SectionName + ":Replication:";
 
-    /// <summary>Silos that hold each partition (the primary included). Default 1 (see <see cref="DEFAULT_FACTOR"/>).</summary>
+    /// <summary>Silos that hold each partition (the primary included). Default 3 (see <see cref="DEFAULT_FACTOR"/>); 1 is a single copy.</summary>
     public int Factor { get; set; } = DEFAULT_FACTOR;
 
     /// <summary>

@@ -47,6 +47,7 @@ public static class SiloBuilderExtensions
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
         services.TryAddSingleton(sp => sp.GetRequiredService<DataRootLock>().Incarnation);
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, Replication.ReplicationFloorWatch>();
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();

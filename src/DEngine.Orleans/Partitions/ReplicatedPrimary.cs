@@ -130,7 +130,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         var count = Configuration.Replicas.Length;
         if (!_options.CanWrite(count))
         {
-            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} has {count} replica(s) ({string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}), fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas}: writes are refused (nothing was applied) until another silo holds a copy. Retry.", _partition);
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition} has {count} replica(s) ({string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}), fewer than DEngine:Replication:MinReplicas = {_options.EffectiveMinReplicas}: writes are refused (nothing was applied) until another silo holds a copy. Retry. A deployment of fewer silos than that runs with --DEngine:Replication:Factor 1 (one copy per partition).", _partition);
         }
         // A replica that stopped answering but cannot be removed (the floor) blocks every commit: refuse
         // rather than queue writes that would wait for it.

@@ -1,0 +1,211 @@
+using DEngine.Client;
+using DEngine.Orleans.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans;
+using Orleans.Configuration;
+using Orleans.TestingHost;
+using static DEngine.Orleans.Tests.Keys;
+
+namespace DEngine.Orleans.Tests;
+
+/// <summary>
+/// What a DEngineClient caller sees when a partition's answer outlasts the client's response timeout
+/// (as during a replica group's takeover, when the new primary waits out the old lease before it
+/// serves): a read is sent again and returns the value; a write is not sent again (it may have been
+/// applied) and reaches the caller as a TimeoutException.
+/// </summary>
+public sealed class ClientTimeoutTests(ClientTimeoutFixture fixture) : IClassFixture<ClientTimeoutFixture>
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
+
+    [Fact]
+    public async Task A_read_whose_response_timed_out_is_sent_again_and_returns_the_value()
+    {
+        var key = InPartition(1, "timeout-read");
+        await fixture.PutSurelyAsync(key, B("v1"));
+        fixture.Held.Hold(nameof(IStateMachineGrain.Get), key);
+
+        // The first Get is held until the client sends it again (after its response timeout).
+        var value = await fixture.Client.GetAsync(key).WaitAsync(Bound);
+
+        Assert.Equal("v1", S(value));
+        Assert.Equal(2, fixture.Held.Arrived);
+    }
+
+    [Fact]
+    public async Task A_write_whose_response_timed_out_is_not_sent_again_and_reaches_the_caller_as_a_timeout()
+    {
+        var key = InPartition(2, "timeout-write");
+        fixture.Held.Hold(nameof(IStateMachineGrain.Put), key);
+
+        await Assert.ThrowsAsync<TimeoutException>(() => fixture.Client.PutAsync(key, B("v1")).WaitAsync(Bound));
+
+        // Sent once: the caller's TimeoutException is the whole answer, no retry follows it.
+        Assert.Equal(1, fixture.Held.Arrived);
+        // Its outcome was unknown to the caller: released now, the one Put is applied.
+        fixture.Held.Release();
+        var deadline = DateTime.UtcNow + Bound;
+        while (S(await fixture.Client.GetAsync(key)) != "v1")
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the held Put was never applied");
+            await Task.Delay(50);
+        }
+        Assert.Equal(1, fixture.Held.Arrived);
+    }
+}
+
+/// <summary>
+/// One silo (a single copy per partition, DEngine:Replication:Factor 1: the client's behaviour does
+/// not depend on it) whose chosen calls can be held, and a client with a 2 s response timeout. Every
+/// partition is activated first, so a held call is the only one that can time out.
+/// </summary>
+public sealed class ClientTimeoutFixture : IAsyncLifetime
+{
+    public string Root { get; } = Path.Combine(Path.GetTempPath(), "dengine-timeout-" + Guid.NewGuid().ToString("N"));
+
+    public HeldCalls Held { get; } = new();
+
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+
+    public DEngineClient Client { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        var builder = new InProcessTestClusterBuilder(1);
+        builder.ConfigureSilo((siloOptions, silo) =>
+        {
+            silo.AddDEngine(o =>
+            {
+                o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
+                o.Partitions = ClusterFixture.Partitions;
+                o.WriteBufferMiB = 4;
+                o.BlockCacheMiB = 8;
+                o.Replication.Factor = 1;
+            });
+            silo.AddIncomingGrainCallFilter(Held);
+        });
+        builder.ConfigureClient(client => client
+            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(2))
+            .AddDEngineClient(o => o.MaxRetries = 3));
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+        Client = Cluster.Client.ServiceProvider.GetRequiredService<DEngineClient>();
+        // First activations on a loaded machine can outlast the short timeout: until every partition answered.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            try
+            {
+                await Client.GetStatusAsync();
+                break;
+            }
+            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            {
+            }
+        }
+    }
+
+    /// <summary>Puts a value, repeating the same Put when its answer timed out (here only while the machine is loaded); for setting up a test.</summary>
+    public async Task PutSurelyAsync(byte[] key, byte[] value)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            try
+            {
+                await Client.PutAsync(key, value);
+                return;
+            }
+            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            {
+            }
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        Held.Release();
+        await Cluster.DisposeAsync();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>
+/// Holds the first call of one method for one key until that call arrives a second time (its caller
+/// gave up on the first and sent it again) or until <see cref="Release"/>; counts the arrivals.
+/// </summary>
+public sealed class HeldCalls : IIncomingGrainCallFilter
+{
+    private readonly Lock _gate = new();
+    private string? _method;
+    private byte[]? _key;
+    private TaskCompletionSource _held = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _arrived;
+
+    /// <summary>Calls of <paramref name="method"/> for <paramref name="key"/> that arrived since <see cref="Hold"/>.</summary>
+    public int Arrived
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _arrived;
+            }
+        }
+    }
+
+    /// <summary>Holds the next call of <paramref name="method"/> for <paramref name="key"/>.</summary>
+    public void Hold(string method, byte[] key)
+    {
+        lock (_gate)
+        {
+            _held.TrySetResult();
+            _held = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            (_method, _key, _arrived) = (method, key, 0);
+        }
+    }
+
+    /// <summary>Lets the held call go on.</summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            _held.TrySetResult();
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task Invoke(IIncomingGrainCallContext context)
+    {
+        Task? wait = null;
+        if (context.Request.GetArgumentCount() > 0 && context.Request.GetArgument(0) is byte[] key)
+        {
+            lock (_gate)
+            {
+                if (context.MethodName == _method && _key is not null && key.AsSpan().SequenceEqual(_key))
+                {
+                    _arrived++;
+                    if (_arrived == 1)
+                    {
+                        wait = _held.Task;
+                    }
+                    else
+                    {
+                        _held.TrySetResult();
+                    }
+                }
+            }
+        }
+        if (wait is not null)
+        {
+            await wait;
+        }
+        await context.Invoke();
+    }
+}
