@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Text;
 using DEngine.Cluster.Tests.Linearizability;
 
@@ -30,7 +29,7 @@ public sealed class LinearizabilityTests(RedisClusterFixture cluster)
                 var kind = (KvOpKind)random.Next(4);
                 var value = $"c{c}-{i}";
                 lastSeen.TryGetValue(key, out var expected);
-                var op = await RunAsync(c, key, kind, value, expected);
+                var op = await KvClientHistory.RunAsync(cluster.LoadClient, c, key, kind, value, expected);
                 if (op is not null)
                 {
                     history.Add(op);
@@ -62,42 +61,6 @@ public sealed class LinearizabilityTests(RedisClusterFixture cluster)
         var result = LinearizabilityChecker.Check(history);
         Assert.True(result.IsLinearizable, $"key {result.FailingKey} is not linearizable:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
         Assert.True(history.Count(o => !o.OutcomeUnknown) > total / 2, $"only {history.Count} operations completed");
-    }
-
-    /// <summary>Runs one operation; null when it surely did not take effect (a retryable DEngine error) and observed nothing.</summary>
-    private async Task<KvOperation?> RunAsync(int client, string key, KvOpKind kind, string value, string? expected)
-    {
-        var db = cluster.LoadClient;
-        var k = Encoding.UTF8.GetBytes(key);
-        var call = Stopwatch.GetTimestamp();
-        try
-        {
-            switch (kind)
-            {
-                case KvOpKind.Put:
-                    await db.PutAsync(k, Encoding.UTF8.GetBytes(value));
-                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Value: value);
-                case KvOpKind.Delete:
-                    await db.DeleteAsync(k);
-                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp());
-                case KvOpKind.Get:
-                    var read = await db.GetAsync(k);
-                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Output: read is null ? null : Encoding.UTF8.GetString(read));
-                default:
-                    var swapped = await db.CompareAndSwapAsync(k, expected is null ? null : Encoding.UTF8.GetBytes(expected), Encoding.UTF8.GetBytes(value));
-                    return new KvOperation(client, key, kind, call, Stopwatch.GetTimestamp(), Value: value, Expected: expected, Swapped: swapped);
-            }
-        }
-        catch (DEngineException ex) when (ex.IsRetryable)
-        {
-            return null; // retryable errors guarantee the request was not applied
-        }
-        catch (Exception ex) when (ex is OrleansException or TimeoutException or DEngineException { Code: DEngineErrorCode.OutcomeUnknown })
-        {
-            // Unknown outcome (no answer in time, or OutcomeUnknown: a primary stopped with the write
-            // in flight, a newer one may commit it): it may take effect at any point after its call, or never.
-            return kind == KvOpKind.Get ? null : new KvOperation(client, key, kind, call, long.MaxValue, Value: value, Expected: expected);
-        }
     }
 
     private static async Task WaitForAsync(Func<bool> condition)

@@ -51,7 +51,7 @@ public sealed partial class PartitionTakeover(int partition, string identity, Pa
             }
             var incomingRoot = Path.Combine(store.PartitionPath(partition), "incoming");
             var incoming = Path.Combine(incomingRoot, offer.Snapshot);
-            DeleteOtherTransfers(incomingRoot, offer.Snapshot);
+            SnapshotFetcher.DeleteTransfersExcept(incomingRoot, offer.Snapshot);
             var fetcher = new SnapshotFetcher(logger);
             var refetched = await fetcher.FetchAsync(offer, (file, offset, length) => server.ReadChunk(partition, offer.Snapshot, file, offset, length), incoming);
             var metadata = new SnapshotMetadata
@@ -79,21 +79,6 @@ public sealed partial class PartitionTakeover(int partition, string identity, Pa
         {
             await Task.Run(() => store.Close(engine));
             throw;
-        }
-    }
-
-    private static void DeleteOtherTransfers(string incomingRoot, string keep)
-    {
-        if (!Directory.Exists(incomingRoot))
-        {
-            return;
-        }
-        foreach (var directory in Directory.EnumerateDirectories(incomingRoot))
-        {
-            if (Path.GetFileName(directory) != keep)
-            {
-                Directory.Delete(directory, recursive: true);
-            }
         }
     }
 

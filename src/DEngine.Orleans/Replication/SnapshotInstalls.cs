@@ -94,7 +94,7 @@ public sealed partial class SnapshotInstalls(TimeProvider time)
         var started = time.GetTimestamp();
         LogInstallStarted(logger, copy.Partition, offer.Snapshot, request.Primary, offer.TotalBytes, offer.Index, offer.Term);
         var directory = Path.Combine(incomingRoot, offer.Snapshot);
-        DeleteOtherTransfers(incomingRoot, offer.Snapshot);
+        SnapshotFetcher.DeleteTransfersExcept(incomingRoot, offer.Snapshot);
         var progress = new Progress(run);
         await new SnapshotFetcher(logger).FetchAsync(offer, read, directory, progress);
         var metadata = new SnapshotMetadata
@@ -116,21 +116,6 @@ public sealed partial class SnapshotInstalls(TimeProvider time)
 
     private static InstallSnapshotResponse Answered(AppendResponse answer, long fetched) =>
         new(answer.Status == AppendStatus.StaleVersion ? InstallStatus.StaleVersion : InstallStatus.Installed, answer, fetched);
-
-    private static void DeleteOtherTransfers(string incomingRoot, string keep)
-    {
-        if (!Directory.Exists(incomingRoot))
-        {
-            return;
-        }
-        foreach (var directory in Directory.EnumerateDirectories(incomingRoot))
-        {
-            if (Path.GetFileName(directory) != keep)
-            {
-                Directory.Delete(directory, recursive: true);
-            }
-        }
-    }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: installing snapshot {Snapshot} from primary {Primary} ({Bytes} bytes, up to {Index}/{Term}): this copy lacks entries the primary's log no longer holds.")]
     private static partial void LogInstallStarted(ILogger logger, int partition, string snapshot, string primary, long bytes, ulong index, ulong term);

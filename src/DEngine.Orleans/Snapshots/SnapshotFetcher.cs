@@ -17,6 +17,25 @@ public delegate Task<SnapshotChunkData> ChunkReader(string file, long offset, in
 /// </summary>
 public sealed partial class SnapshotFetcher(ILogger logger)
 {
+    /// <summary>
+    /// Deletes every partial transfer under <paramref name="incomingRoot"/> except the one named
+    /// <paramref name="keep"/> (which a new fetch resumes): older offers are never finished.
+    /// </summary>
+    public static void DeleteTransfersExcept(string incomingRoot, string keep)
+    {
+        if (!Directory.Exists(incomingRoot))
+        {
+            return;
+        }
+        foreach (var directory in Directory.EnumerateDirectories(incomingRoot))
+        {
+            if (Path.GetFileName(directory) != keep)
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+    }
+
     /// <summary>Attempts per chunk before the fetch fails.</summary>
     public const int MaxAttemptsPerChunk = 5;
 
