@@ -41,10 +41,30 @@ public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifeti
         await _redis.WaitReadyAsync(TimeSpan.FromSeconds(30));
         await Task.WhenAll(Enumerable.Range(0, SiloCount).Select(StartSiloAsync));
 
+        _clientHost = await StartClientHostAsync(Silos);
+        Client = _clientHost.Services.GetRequiredService<DEngineClient>();
+        var grains = _clientHost.Services.GetRequiredService<IClusterClient>();
+        LoadClient = new DEngineClient(grains, new DEngineClientOptions { MaxRetries = 0 });
+    }
+
+    /// <summary>
+    /// A client host whose static gateway list holds only <paramref name="gateways"/>' gateways, for a
+    /// test that must keep calls off a silo (a paused process keeps its TCP connections open, so a
+    /// client routing a grain through its gateway waits out every response timeout until it resumes).
+    /// Its <see cref="DEngineClient"/> retries nothing (see <see cref="LoadClient"/>). Dispose the host.
+    /// </summary>
+    public async Task<(IHost Host, DEngineClient Client)> ConnectAsync(IEnumerable<SiloSpec> gateways)
+    {
+        var host = await StartClientHostAsync(gateways);
+        return (host, new DEngineClient(host.Services.GetRequiredService<IClusterClient>(), new DEngineClientOptions { MaxRetries = 0 }));
+    }
+
+    private static async Task<IHost> StartClientHostAsync(IEnumerable<SiloSpec> gateways)
+    {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.UseOrleansClient(client => client
-            .UseStaticClustering(Silos.Select(s => new IPEndPoint(IPAddress.Loopback, s.GatewayPort)).ToArray())
+            .UseStaticClustering(gateways.Select(s => new IPEndPoint(IPAddress.Loopback, s.GatewayPort)).ToArray())
             .Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = "dengine";
@@ -59,11 +79,9 @@ public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifeti
                 o.MaxRetries = 10;
                 o.MaxBackoff = TimeSpan.FromSeconds(1);
             }));
-        _clientHost = builder.Build();
-        await _clientHost.StartAsync();
-        Client = _clientHost.Services.GetRequiredService<DEngineClient>();
-        var grains = _clientHost.Services.GetRequiredService<IClusterClient>();
-        LoadClient = new DEngineClient(grains, new DEngineClientOptions { MaxRetries = 0 });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 
     /// <summary>A client that does not retry: a load keeps moving while some partitions are away.</summary>
