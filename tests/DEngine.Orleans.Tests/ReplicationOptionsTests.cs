@@ -25,6 +25,7 @@ public sealed class ReplicationOptionsTests
         Assert.Equal(TimeSpan.FromSeconds(4.2), replication.NewPrimaryReadDelay);
         Assert.Equal(65_536, replication.LogCompactionEntries);
         Assert.Equal(64L << 20, replication.LogSegmentBytes);
+        Assert.Equal(1, replication.MaxChunksInFlight);
     }
 
     [Theory]
@@ -80,6 +81,8 @@ public sealed class ReplicationOptionsTests
         { "DEngine:Replication:ReplicaTimeout", o => o.ReplicaTimeout = TimeSpan.FromSeconds(4) },
         { "DEngine:Replication:MaxClockDrift", o => o.MaxClockDrift = -0.1 },
         { "DEngine:Replication:MaxClockDrift", o => o.MaxClockDrift = double.NaN },
+        { "DEngine:Replication:MaxChunksInFlight", o => o.MaxChunksInFlight = 0 },
+        { "DEngine:Replication:MaxChunksInFlight", o => o.MaxChunksInFlight = 65 },
         { "DEngine:Replication:LogCompactionEntries", o => o.LogCompactionEntries = 0 },
         { "DEngine:Replication:LogSegmentBytes", o => o.LogSegmentBytes = 1024 },
     };

@@ -43,6 +43,12 @@ public sealed class ReplicationOptions
     /// <summary>Default of <see cref="LogSegmentBytes"/>: 64 MiB (the replicated log's own default).</summary>
     public const long DEFAULT_LOG_SEGMENT_BYTES = DEngine.StateMachine.Replication.ReplicatedLogOptions.DEFAULT_SEGMENT_BYTES;
 
+    /// <summary>Default of <see cref="MaxChunksInFlight"/>: 1 (measured best on one disk, see BENCHMARKS.md "put-replicated").</summary>
+    public const int DEFAULT_MAX_CHUNKS_IN_FLIGHT = 1;
+
+    /// <summary>Largest <see cref="MaxChunksInFlight"/> accepted.</summary>
+    public const int MAX_CHUNKS_IN_FLIGHT = 64;
+
     private const string Section = DEngineOptions.SectionName + ":Replication:";
 
     /// <summary>Silos that hold each partition (the primary included). Default 3 (see <see cref="DEFAULT_FACTOR"/>); 1 is a single copy.</summary>
@@ -90,6 +96,16 @@ public sealed class ReplicationOptions
     /// so the log reaches back at least one segment. Default 64 MiB; at least 4 KiB.
     /// </summary>
     public long LogSegmentBytes { get; set; } = DEFAULT_LOG_SEGMENT_BYTES;
+
+    /// <summary>
+    /// Chunks a primary replicates at once per partition; the next chunk is built when fewer are
+    /// waiting for their commit, and writes arriving meanwhile gather into it (group commit). Every
+    /// chunk costs an fsync of each replica's log, so on a disk that bounds fsyncs per second fewer,
+    /// larger chunks carry more writes: 1 measured best with the three replicas on one disk (0.32–0.35
+    /// of Factor 1's throughput against 0.28 with 2, BENCHMARKS.md); replicas on separate disks across
+    /// a slower network may gain from 2–4 (pipelining). Default 1; 1 to 64.
+    /// </summary>
+    public int MaxChunksInFlight { get; set; } = DEFAULT_MAX_CHUNKS_IN_FLIGHT;
 
     /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
     public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
@@ -144,6 +160,10 @@ public sealed class ReplicationOptions
         if (double.IsNaN(MaxClockDrift) || MaxClockDrift is < 0 or > 0.5)
         {
             return $"{Section}{nameof(MaxClockDrift)} must be a fraction between 0 and 0.5 (was {MaxClockDrift}).";
+        }
+        if (MaxChunksInFlight is < 1 or > MAX_CHUNKS_IN_FLIGHT)
+        {
+            return $"{Section}{nameof(MaxChunksInFlight)} must be between 1 and {MAX_CHUNKS_IN_FLIGHT} (was {MaxChunksInFlight}).";
         }
         if (LogCompactionEntries < 1)
         {

@@ -202,16 +202,10 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// <inheritdoc />
     public ulong NextIndex(OpenPartition partition) => Replicator.LastSequenced + 1;
 
-    /// <summary>
-    /// Chunks replicated at once. More than one, so a chunk never waits for the previous one's round
-    /// trip; few, so that writes arriving meanwhile gather into the next chunk (group commit) instead
-    /// of each becoming a chunk of its own.
-    /// </summary>
-    public const int MaxChunksInFlight = 2;
-
     /// <inheritdoc />
+    /// <remarks>At most <see cref="ReplicationOptions.MaxChunksInFlight"/> chunks wait for their commit; writes arriving meanwhile gather into the next one.</remarks>
     public Task ReadyForNext(Task lastCommit) =>
-        _pending.Count >= MaxChunksInFlight || _inFlightWrites >= _maxInFlight ? _pending.Peek().Done.Task : Task.CompletedTask;
+        _pending.Count >= _options.MaxChunksInFlight || _inFlightWrites >= _maxInFlight ? _pending.Peek().Done.Task : Task.CompletedTask;
 
     /// <summary>
     /// Runs <see cref="MaintainAsync"/> every heartbeat interval until this role stops. Call from a
