@@ -24,9 +24,9 @@ public interface IChunkCommitter
 
     /// <summary>
     /// Completes when the next chunk may be built, given the last one's <paramref name="lastCommit"/>:
-    /// locally, once it is durable (one chunk in flight, the next gathers meanwhile); replicated, at
-    /// once while few writes are in flight (chunks are pipelined), so replication never waits for a
-    /// round trip before it ships the next chunk.
+    /// locally, once it is durable (one chunk in flight, the next gathers meanwhile); replicated, while
+    /// fewer than <see cref="Configuration.ReplicationOptions.MaxChunksInFlight"/> chunks wait for their
+    /// commit (default 1, as locally: on one disk larger chunks carry more writes per fsync).
     /// </summary>
     Task ReadyForNext(Task lastCommit);
 }

@@ -72,7 +72,7 @@ public static class ReplicationSuites
         r.Counters["process CPU % of all cores (Factor 1)"] = single.CpuPercent;
         // Replicas sync their replicated logs themselves, not through WalSyncLoop: Factor 1's only.
         r.Counters["WalSyncLoop fsyncs/s, all silos (Factor 1)"] = single.SyncsPerSecond;
-        // The replicated primary takes its next chunk before the last one is committed (ReadyForNext), so its chunks stay small.
+        // Writes per chunk decide the replicated side here: every chunk costs an fsync of each replica's log on this one disk (MaxChunksInFlight).
         r.Counters["writes per chunk (Factor 3)"] = replicated.WritesPerChunk;
         r.Counters["writes per chunk (Factor 1)"] = single.WritesPerChunk;
         r.Counters["failed writes (Factor 3)"] = replicated.Failures;
