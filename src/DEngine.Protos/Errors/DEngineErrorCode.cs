@@ -55,6 +55,19 @@ public enum DEngineErrorCode
     /// Retryable: back off and try again.
     /// </summary>
     Overloaded = 13,
+
+    /// <summary>
+    /// The write's client session is unknown to the partition: it expired (no traffic for
+    /// DEngine:SessionTimeout) or was never opened there. Nothing was applied. Not retried under the
+    /// same session: the client continues on that partition under a new session.
+    /// </summary>
+    SessionExpired = 14,
+
+    /// <summary>
+    /// A write of a session arrived with a sequence below the session's low-water mark: a late copy
+    /// of a write the client no longer waits for. Refused, never applied.
+    /// </summary>
+    LateDuplicate = 15,
 }
 
 /// <summary>Helpers on <see cref="DEngineErrorCode"/>.</summary>
