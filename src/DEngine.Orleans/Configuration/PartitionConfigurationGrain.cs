@@ -1,3 +1,4 @@
+using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Ownership;
 using Microsoft.Extensions.Logging;
 using Orleans;
@@ -13,7 +14,8 @@ namespace DEngine.Orleans.Configuration;
 [RecordPlacement]
 public sealed partial class PartitionConfigurationGrain(
     [PersistentState("configuration", PartitionOwnerGrain.StorageName)] IPersistentState<PartitionConfiguration> record,
-    ILogger<PartitionConfigurationGrain> logger)
+    ILogger<PartitionConfigurationGrain> logger,
+    DEngineMetrics metrics)
     : Grain, IPartitionConfigurationGrain
 {
     private PartitionConfiguration Current => record.RecordExists && record.State is { } state ? state : PartitionConfiguration.Empty;
@@ -65,6 +67,9 @@ public sealed partial class PartitionConfigurationGrain(
             throw new DEngineException(DEngineErrorCode.StorageFailure, $"Storing configuration version {proposed.Version} failed ({ex.Message}); it may or may not be stored. Read the configuration again before proposing.", Partition, inner: ex);
         }
         LogChanged(Partition, current.ToString(), proposed.ToString());
+        // Counted here, where every change is stored whoever proposed it (maintenance, a takeover, a
+        // handover), so each stored change counts exactly once in the cluster.
+        metrics.Reconfigured(Partition, current, proposed);
         return new ConfigurationChange(true, proposed);
     }
 

@@ -94,7 +94,7 @@ public sealed partial class ReplicatedActivation(
         }
         await TakeLongestLogAsync(copy, version, answered);
         var leaseWait = ownLeaseOnly ? TimeSpan.Zero : Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
-        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied);
+        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, registry.Metrics);
         await primary.StartAsync(leaseWait);
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);
         if (!Replication.CanWrite(change.Current.Replicas.Length))

@@ -1,4 +1,5 @@
 using DEngine.Orleans.Configuration;
+using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Replication;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
@@ -40,6 +41,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     private bool _maintaining;
 
     /// <summary>Builds the role over the promoted local copy and the stored configuration it won.</summary>
+    /// <remarks><paramref name="metrics"/> receives the replication lag and commit latency; null: recorded nowhere.</remarks>
     public ReplicatedPrimary(
         int partition,
         string identity,
@@ -51,7 +53,8 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         SiloMembers members,
         TimeProvider time,
         ILogger logger,
-        Action<IReadOnlyList<ApplyEntry>, IReadOnlyList<ApplyResult>> recordApplied)
+        Action<IReadOnlyList<ApplyEntry>, IReadOnlyList<ApplyResult>> recordApplied,
+        DEngineMetrics? metrics = null)
     {
         _partition = partition;
         _identity = identity;
@@ -74,7 +77,8 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             new ReplicatorSettings(options.HeartbeatInterval, options.ReplicaTimeout, options.LeaseDuration),
             time,
             logger,
-            OnApplied);
+            OnApplied,
+            metrics);
         Replicator.Failed.ContinueWith(
             static (task, state) => ((ReplicatedPrimary)state!).FailPending(task.Result),
             this,
@@ -163,6 +167,41 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             text += $"; writes refused below MinReplicas {_options.EffectiveMinReplicas}";
         }
         return text;
+    }
+
+    /// <summary>
+    /// The configuration and where each copy stands, as fields (what <see cref="Describe"/> says in a
+    /// line): the primary first, then the other replicas in configuration order, then the learners.
+    /// Indexes of other copies are what they last acknowledged.
+    /// </summary>
+    public ReplicationStatus Status()
+    {
+        var progress = Replicator.Progress();
+        var last = Replicator.LastSequenced;
+        var bySilo = progress.ToDictionary(p => p.Silo, StringComparer.Ordinal);
+        var primary = Configuration.Primary?.Silo ?? _identity;
+        var copies = new List<ReplicaStatus>(progress.Count + 1)
+        {
+            new(_identity, ReplicaRole.Primary, true, Copy.Engine.LastApplied.Index, Replicator.LocalDurable, 0, null, null),
+        };
+        foreach (var replica in Configuration.Replicas)
+        {
+            if (replica.Silo != _identity)
+            {
+                copies.Add(bySilo.TryGetValue(replica.Silo, out var p)
+                    ? Of(p, ReplicaRole.Replica)
+                    : new ReplicaStatus(replica.Silo, ReplicaRole.Replica, _members.IsActive(replica.Silo), 0, 0, last, null, null));
+            }
+        }
+        foreach (var learner in progress.Where(p => !Configuration.Contains(p.Silo)))
+        {
+            copies.Add(Of(learner, ReplicaRole.Learner));
+        }
+        var count = Configuration.Replicas.Length;
+        return new ReplicationStatus(Configuration.Version, primary, _options.Factor, _options.EffectiveMinReplicas, count, !_options.CanWrite(count), [.. copies]);
+
+        ReplicaStatus Of(ReplicaProgress p, ReplicaRole role) =>
+            new(p.Silo, role, _members.IsActive(p.Silo), p.Applied, p.Matched, last - Math.Min(p.Matched, last), p.LastError, p.Install);
     }
 
     /// <summary>The status text naming the replicas installing a snapshot ("; installing a snapshot: silo (what)"), or "" when none is.</summary>

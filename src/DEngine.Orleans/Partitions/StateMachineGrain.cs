@@ -583,6 +583,7 @@ public sealed partial class StateMachineGrain(
             _lastTransfer)
         {
             Replication = _primary?.Describe(),
+            ReplicaGroup = _primary?.Status(),
         });
     }
 

@@ -14,7 +14,8 @@ namespace DEngine.Orleans.Replication;
 /// <param name="store">Where the partitions' databases live.</param>
 /// <param name="time">The clock of the copies.</param>
 /// <param name="options">The silo's options (the log's compaction interval and segment size); null: the defaults.</param>
-public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Microsoft.Extensions.Options.IOptions<DEngineOptions>? options = null) : IDisposable
+/// <param name="metrics">The silo's instruments (snapshot installs, and the primaries started over these copies); null: recorded nowhere.</param>
+public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Microsoft.Extensions.Options.IOptions<DEngineOptions>? options = null, Diagnostics.DEngineMetrics? metrics = null) : IDisposable
 {
     private readonly Configuration.ReplicationOptions _replication = options?.Value.Replication ?? new();
     private readonly ConcurrentDictionary<int, Lazy<ReplicaCopy>> _copies = new();
@@ -30,7 +31,10 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Mic
     public string IncomingPath(int partition) => Path.Combine(store.PartitionPath(partition), "incoming");
 
     /// <summary>The snapshot installs running on this silo's copies (they outlive the replica endpoint's calls).</summary>
-    public SnapshotInstalls Installs { get; } = new(time);
+    public SnapshotInstalls Installs { get; } = new(time, metrics);
+
+    /// <summary>The silo's instruments, for the primaries that run over these copies (null: none).</summary>
+    public Diagnostics.DEngineMetrics? Metrics => metrics;
 
     /// <summary>The partitions whose primary runs on this silo now (for the handover at shutdown).</summary>
     public IReadOnlyCollection<int> Primaries => _primaries.Keys.ToArray();

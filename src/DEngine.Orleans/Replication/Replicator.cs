@@ -1,3 +1,4 @@
+using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Snapshots;
 using DEngine.Protos.Common;
 using DEngine.StateMachine;
@@ -56,6 +57,9 @@ public sealed partial class Replicator
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<IReadOnlyList<ApplyResult>> _applied;
+    private readonly DEngineMetrics? _metrics;
+    // The last index and append instant of each chunk not yet committed, oldest first (for the commit latency).
+    private readonly Queue<(ulong Last, long At)> _uncommitted = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<DEngineException> _failed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Dictionary<string, Remote> _remotes = new(StringComparer.Ordinal);
@@ -80,8 +84,10 @@ public sealed partial class Replicator
     /// <param name="time">The clock.</param>
     /// <param name="logger">Where problems are reported.</param>
     /// <param name="applied">Called (on the grain's scheduler) with the results of each applied batch, in index order.</param>
-    public Replicator(int partition, string self, ulong version, ReplicaCopy local, IEnumerable<string> replicas, Func<string, IReplicaGrain> endpoint, ReplicatorSettings settings, TimeProvider time, ILogger logger, Action<IReadOnlyList<ApplyResult>> applied)
+    /// <param name="metrics">Where replication lag and commit latency are recorded; null: nowhere.</param>
+    public Replicator(int partition, string self, ulong version, ReplicaCopy local, IEnumerable<string> replicas, Func<string, IReplicaGrain> endpoint, ReplicatorSettings settings, TimeProvider time, ILogger logger, Action<IReadOnlyList<ApplyResult>> applied, DEngineMetrics? metrics = null)
     {
+        _metrics = metrics;
         _partition = partition;
         _self = self;
         _version = version;
@@ -123,9 +129,15 @@ public sealed partial class Replicator
     /// <summary>True while every other replica acknowledged a message sent within the lease.</summary>
     public bool HoldsLease() => _tracker.HoldsLease();
 
+    /// <summary>The last index applied to the primary's own state machine.</summary>
+    public ulong AppliedIndex => _appliedTo;
+
+    /// <summary>The last index the primary's own log holds durably.</summary>
+    public ulong LocalDurable => _localDurable;
+
     /// <summary>Where each replica (members and learners) stands, for status.</summary>
     public IReadOnlyList<ReplicaProgress> Progress() =>
-        [.. _remotes.Values.Select(r => new ReplicaProgress(r.Name, r.Member, r.Matched, r.LastError) { Installing = r.Installing })];
+        [.. _remotes.Values.Select(r => new ReplicaProgress(r.Name, r.Member, r.Matched, r.LastError) { Installing = r.Installing, Applied = r.Applied, Install = r.Install })];
 
     /// <summary>Starts the loops (from a grain turn).</summary>
     public void Start()
@@ -157,6 +169,10 @@ public sealed partial class Replicator
         _tail.AddRange(entries);
         _localPending.AddRange(entries);
         _lastSequenced = entries[^1].Index;
+        if (_metrics is not null)
+        {
+            _uncommitted.Enqueue((_lastSequenced, _time.GetTimestamp()));
+        }
         if (_localLoop.IsCompleted)
         {
             _localLoop = LocalLoopAsync();
@@ -310,6 +326,7 @@ public sealed partial class Replicator
             {
                 remote.LastError = ex.Message;
                 LogShipFailed(_partition, remote.Name, ex.Message);
+                SampleLag(remote);
                 await DelayAsync(backoff);
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, _settings.HeartbeatInterval.Ticks));
                 continue;
@@ -323,6 +340,9 @@ public sealed partial class Replicator
                     var matched = request.PrevIndex + (ulong)request.Entries.Length;
                     remote.Matched = Math.Max(remote.Matched, matched);
                     remote.Next = matched + 1;
+                    // A replica applies what it knows committed before it answers.
+                    remote.Applied = Math.Max(remote.Applied, response.CommitIndex);
+                    SampleLag(remote);
                     remote.LeaseFrom = Math.Max(remote.LeaseFrom, sentAt);
                     if (remote.Member && _tracker.Acknowledged(remote.Name, matched, sentAt))
                     {
@@ -417,19 +437,22 @@ public sealed partial class Replicator
         }
         var local = _local;
         SnapshotOffer offer;
+        int files;
         remote.Installing = "preparing a snapshot";
+        remote.Install = new SnapshotInstallProgress(null, 0, 0, 0);
         try
         {
-            offer = await Task.Run(() =>
+            (offer, files) = await Task.Run(() =>
             {
                 var info = local.SnapshotForReplica();
                 var manifest = File.ReadAllBytes(Path.Combine(info.Directory, SnapshotManifest.FileName));
-                return new SnapshotOffer(_partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes);
+                return (new SnapshotOffer(_partition, Path.GetFileName(info.Directory), info.LastIncluded.Index, info.LastIncluded.Term, info.Metadata.Checksum.ToByteArray(), manifest, info.TotalBytes), SnapshotManifest.Parse(manifest, _partition).Files.Count);
             });
         }
         catch (Exception ex) when (ex is DEngineException or IOException)
         {
             remote.Installing = null;
+            remote.Install = null;
             remote.LastError = $"preparing a snapshot failed: {ex.Message}";
             LogShipFailed(_partition, remote.Name, remote.LastError);
             await DelayAsync(_settings.ReplicaTimeout);
@@ -441,6 +464,7 @@ public sealed partial class Replicator
         while (!_stop.IsCancellationRequested)
         {
             remote.Installing = $"installing snapshot {offer.Snapshot}";
+            remote.Install = new SnapshotInstallProgress(offer.Snapshot, remote.Install?.BytesDone ?? 0, offer.TotalBytes, files);
             InstallSnapshotResponse response;
             try
             {
@@ -454,6 +478,7 @@ public sealed partial class Replicator
             {
                 // Failed or timed out: the ship loop decides again (the replica keeps what it fetched).
                 remote.Installing = null;
+                remote.Install = null;
                 remote.LastError = $"installing snapshot {offer.Snapshot} failed: {ex.Message}";
                 LogShipFailed(_partition, remote.Name, remote.LastError);
                 await DelayAsync(_settings.HeartbeatInterval);
@@ -463,6 +488,7 @@ public sealed partial class Replicator
             {
                 case InstallStatus.Installing:
                     remote.Installing = $"installing snapshot {offer.Snapshot}: {response.FetchedBytes}/{offer.TotalBytes} bytes";
+                    remote.Install = new SnapshotInstallProgress(offer.Snapshot, response.FetchedBytes, offer.TotalBytes, files);
                     LogSnapshotProgress(_partition, remote.Name, offer.Snapshot, response.FetchedBytes, offer.TotalBytes);
                     break;
                 case InstallStatus.StaleVersion:
@@ -471,9 +497,11 @@ public sealed partial class Replicator
                 case InstallStatus.Installed:
                     // It holds the snapshot's last entry, the same as ours (committed): go on from there.
                     remote.Installing = null;
+                    remote.Install = null;
                     remote.LastError = null;
                     remote.Answered = true;
                     remote.Matched = Math.Max(remote.Matched, offer.Index);
+                    remote.Applied = Math.Max(remote.Applied, response.Position.CommitIndex);
                     remote.Next = offer.Index + 1;
                     LogSnapshotInstalled(_partition, remote.Name, offer.Snapshot, offer.Index, _time.GetElapsedTime(started).TotalSeconds);
                     TrimTail();
@@ -514,6 +542,15 @@ public sealed partial class Replicator
     /// <summary>Applies everything committed, one batch at a time, and reports each batch's results in order.</summary>
     private void RunCommitted()
     {
+        if (_metrics is not null)
+        {
+            var commit = _tracker.CommitIndex;
+            while (_uncommitted.TryPeek(out var chunk) && chunk.Last <= commit)
+            {
+                _uncommitted.Dequeue();
+                _metrics.Committed(_partition, _time.GetElapsedTime(chunk.At));
+            }
+        }
         if (_applyLoop.IsCompleted)
         {
             _applyLoop = ApplyLoopAsync();
@@ -543,6 +580,10 @@ public sealed partial class Replicator
             TrimTail();
         }
     }
+
+    /// <summary>Records how far <paramref name="remote"/> is behind this log, once per message to it.</summary>
+    private void SampleLag(Remote remote) =>
+        _metrics?.ReplicaLag(_partition, remote.Name, _lastSequenced - Math.Min(remote.Matched, _lastSequenced));
 
     private async Task DelayAsync(TimeSpan delay)
     {
@@ -592,6 +633,12 @@ public sealed partial class Replicator
         /// <summary>What a snapshot install to it is doing now (for status), or null when none runs.</summary>
         public string? Installing { get; set; }
 
+        /// <summary>The same install's progress as fields, or null when none runs.</summary>
+        public SnapshotInstallProgress? Install { get; set; }
+
+        /// <summary>The highest commit index it acknowledged (it applies up to there before answering).</summary>
+        public ulong Applied { get; set; }
+
         public Task Loop { get; set; } = Task.CompletedTask;
     }
 }
@@ -611,4 +658,12 @@ public sealed record ReplicaProgress(
     /// <summary>What a snapshot install to it is doing now ("installing snapshot …: bytes"), or null when none runs.</summary>
     [global::Orleans.Id(4)]
     public string? Installing { get; init; }
+
+    /// <summary>The last index it reported applied (the commit index it acknowledged).</summary>
+    [global::Orleans.Id(5)]
+    public ulong Applied { get; init; }
+
+    /// <summary>The snapshot install rebuilding it, as fields (bytes fetched of total, files), or null when none runs.</summary>
+    [global::Orleans.Id(6)]
+    public SnapshotInstallProgress? Install { get; init; }
 }

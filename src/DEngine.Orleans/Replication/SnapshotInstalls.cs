@@ -1,3 +1,4 @@
+using DEngine.Orleans.Diagnostics;
 using DEngine.Orleans.Snapshots;
 using DEngine.Protos.Common;
 using DEngine.Protos.Storage;
@@ -20,7 +21,9 @@ namespace DEngine.Orleans.Replication;
 /// written until the engine's install, which is atomic. What was fetched is kept, so the next attempt
 /// on the same snapshot resumes it; another snapshot's leftovers are deleted first.
 /// </remarks>
-public sealed partial class SnapshotInstalls(TimeProvider time)
+/// <param name="time">The clock (how long a call waits for an install).</param>
+/// <param name="metrics">Where installs in progress and fetched bytes are recorded; null: nowhere.</param>
+public sealed partial class SnapshotInstalls(TimeProvider time, DEngineMetrics? metrics = null)
 {
     // Guards _running: one install per partition, running or finished and not yet reported. Held only
     // to look up, start (the task is created, not awaited) or remove one.
@@ -83,6 +86,17 @@ public sealed partial class SnapshotInstalls(TimeProvider time)
     private Run Start(ReplicaCopy copy, InstallSnapshotRequest request, ChunkReader read, string incomingRoot, ILogger logger)
     {
         var run = new Run(request.Offer.Snapshot);
+        if (metrics is { } counted)
+        {
+            // Counted as they arrive (a resumed fetch does not count what it kept; a refetch counts again).
+            var inner = read;
+            read = async (file, offset, length) =>
+            {
+                var chunk = await inner(file, offset, length);
+                counted.SnapshotBytesMoved(copy.Partition, chunk.Data.Length);
+                return chunk;
+            };
+        }
         // Off the caller's scheduler: the install outlives the call that started it.
         run.Task = Task.Run(() => FetchAndInstallAsync(copy, request, read, incomingRoot, logger, run));
         return run;
@@ -96,13 +110,22 @@ public sealed partial class SnapshotInstalls(TimeProvider time)
         var directory = Path.Combine(incomingRoot, offer.Snapshot);
         SnapshotFetcher.DeleteTransfersExcept(incomingRoot, offer.Snapshot);
         var progress = new Progress(run);
-        await new SnapshotFetcher(logger).FetchAsync(offer, read, directory, progress);
-        var metadata = new SnapshotMetadata
+        metrics?.Rebuilding(copy.Partition, +1);
+        AppendResponse answer;
+        try
         {
-            LastIncluded = new LogId { Index = offer.Index, Term = offer.Term },
-            Checksum = ByteString.CopyFrom(offer.Checksum),
-        };
-        var answer = copy.InstallSnapshot(request.Version, directory, metadata);
+            await new SnapshotFetcher(logger).FetchAsync(offer, read, directory, progress);
+            var metadata = new SnapshotMetadata
+            {
+                LastIncluded = new LogId { Index = offer.Index, Term = offer.Term },
+                Checksum = ByteString.CopyFrom(offer.Checksum),
+            };
+            answer = copy.InstallSnapshot(request.Version, directory, metadata);
+        }
+        finally
+        {
+            metrics?.Rebuilding(copy.Partition, -1);
+        }
         Directory.Delete(directory, recursive: true);
         LogInstalled(logger, copy.Partition, offer.Snapshot, answer.Status, answer.LastIndex, time.GetElapsedTime(started).TotalSeconds);
         return answer;

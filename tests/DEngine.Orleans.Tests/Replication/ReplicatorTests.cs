@@ -270,7 +270,7 @@ public sealed class ReplicatorTests : IDisposable
     }
 
     /// <summary>An in-process replica endpoint over a real copy; messages can be held or failed.</summary>
-    private sealed class FakeReplica(ReplicaCopy copy) : IReplicaGrain
+    internal sealed class FakeReplica(ReplicaCopy copy) : IReplicaGrain
     {
         private readonly object _gate = new();
         private TaskCompletionSource _open = Opened();
