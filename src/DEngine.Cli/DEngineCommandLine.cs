@@ -338,11 +338,12 @@ internal static class DEngineCommandLine
 
     private static Command StatusCommand()
     {
-        var command = new Command("status", "Print a table of every partition: PARTITION, SILO, APPLIED (index/term), EPOCH, SNAPSHOT (index/term, - when none).");
+        var json = new Option<bool>("--json") { Description = "Print the statuses as a JSON array (every field, per replica too) instead of the tables." };
+        var command = new Command("status", "Print a table of every partition: PARTITION, SILO, APPLIED (index/term), EPOCH, SNAPSHOT (index/term, - when none), and for replicated partitions REPLICAS plus a second table with one line per copy: PARTITION, VERSION, REPLICA, ROLE (primary, replica, learner), APPLIED, LOG (last index in its log), LAG (entries behind the primary), STATE (away, a snapshot install's progress, the last error; - when in step).") { json };
         command.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ => async (client, token) =>
         {
             var statuses = await client.GetStatusAsync(token);
-            await Console.Out.WriteAsync(StatusTable.Format(statuses));
+            await Console.Out.WriteAsync(parse.GetValue(json) ? StatusTable.FormatJson(statuses) : StatusTable.Format(statuses));
             return ExitCodes.Success;
         }));
         return command;
