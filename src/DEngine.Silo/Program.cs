@@ -99,9 +99,7 @@ catch (DEngineException ex)
 IHostApplicationBuilder builder;
 if (settings.DashboardEnabled)
 {
-    var web = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = parsed.Environment, ContentRootPath = AppContext.BaseDirectory });
-    web.WebHost.UseUrls($"http://{settings.DashboardHost}:{settings.DashboardPort}");
-    builder = web;
+    builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = parsed.Environment, ContentRootPath = AppContext.BaseDirectory });
 }
 else
 {
@@ -109,6 +107,12 @@ else
 }
 builder.Configuration.Sources.Clear();
 builder.Configuration.AddConfiguration(configuration);
+if (builder is WebApplicationBuilder dashboardHost)
+{
+    // After the sources are replaced: UseUrls writes the address into the builder's configuration,
+    // and set before the Clear above it was dropped (Kestrel then listened on localhost:5000).
+    dashboardHost.WebHost.UseUrls($"http://{settings.DashboardHost}:{settings.DashboardPort}");
+}
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
 builder.Services.AddSingleton(dataLock);
 

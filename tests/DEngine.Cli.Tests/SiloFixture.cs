@@ -31,6 +31,9 @@ public class SiloFixture : IAsyncLifetime
     /// <summary>The replication flags of the silo: a single copy, as README's one-silo Quickstart.</summary>
     protected virtual IEnumerable<string> ReplicationArgs => ["--DEngine:Replication:Factor", "1"];
 
+    /// <summary>The dashboard flags of the silo: off, unless a fixture tests the dashboard.</summary>
+    protected virtual IEnumerable<string> DashboardArgs => ["--no-dashboard"];
+
     /// <summary>Starts the silo; a restart (after <see cref="KillAsync"/>) keeps its ports and data directory.</summary>
     public async Task InitializeAsync()
     {
@@ -48,7 +51,8 @@ public class SiloFixture : IAsyncLifetime
         string[] args =
         [
             ProcessRunner.SiloDll, "--data-dir", DataDir, "--silo-port", siloPort.ToString(), "--gateway-port", GatewayPort.ToString(),
-            "--partitions", Partitions.ToString(), "--no-dashboard",
+            "--partitions", Partitions.ToString(),
+            .. DashboardArgs,
             .. ReplicationArgs,
         ];
         foreach (var arg in args)
