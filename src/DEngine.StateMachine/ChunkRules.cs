@@ -68,6 +68,10 @@ internal static class ChunkRules
     /// </summary>
     public static void ValidateCommand(in ApplyEntry entry, int partitionId)
     {
+        if (entry.Command?.Session is { } session)
+        {
+            ValidateSession(session, entry.Command.OperationCase, entry.Index, partitionId);
+        }
         switch (entry.Command?.OperationCase)
         {
             case null:
@@ -87,8 +91,48 @@ internal static class ChunkRules
                     ValidateKey(expired.Key, entry.Index, partitionId);
                 }
                 return;
+            case WriteCommand.OperationOneofCase.ExpireSessions:
+                foreach (var listed in entry.Command.ExpireSessions.Sessions)
+                {
+                    ValidateSessionId(listed.SessionId, "An ExpireSessions command lists a session", entry.Index, partitionId);
+                }
+                foreach (var id in entry.Command.ExpireSessions.PurgeTombstones)
+                {
+                    ValidateSessionId(id, "An ExpireSessions command purges the tombstone of a session", entry.Index, partitionId);
+                }
+                return;
             default:
                 throw new DEngineException(DEngineErrorCode.MalformedEntry, "The WriteCommand has no operation this version knows. Nothing of the chunk was applied.", partitionId, entry.Index);
+        }
+    }
+
+    /// <summary>
+    /// A session's fields: an id of 1 to <see cref="SessionLimits.MaxSessionIdBytes"/> bytes, a sequence
+    /// from 1, a low-water mark not above the write's own sequence (the client still waits for this
+    /// write), and only on a client write (Insert, Delete, CompareAndSwap).
+    /// </summary>
+    private static void ValidateSession(ClientSession session, WriteCommand.OperationOneofCase operation, ulong index, int partitionId)
+    {
+        if (operation is not (WriteCommand.OperationOneofCase.Insert or WriteCommand.OperationOneofCase.Delete or WriteCommand.OperationOneofCase.CompareAndSwap))
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"A {operation} command carries a client session; only Insert, Delete and CompareAndSwap may. Nothing of the chunk was applied.", partitionId, index);
+        }
+        ValidateSessionId(session.SessionId, "The write's session", index, partitionId);
+        if (session.Sequence == 0)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, "The write's session sequence is 0; sequences start at 1. Nothing of the chunk was applied.", partitionId, index);
+        }
+        if (session.LowWater > session.Sequence)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"The write's session low-water mark {session.LowWater} is above its own sequence {session.Sequence}: a client still waits for the write it sends. Nothing of the chunk was applied.", partitionId, index);
+        }
+    }
+
+    private static void ValidateSessionId(ByteString id, string what, ulong index, int partitionId)
+    {
+        if (id.IsEmpty || id.Length > SessionLimits.MaxSessionIdBytes)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{what} with an id of {id.Length} bytes; session ids have 1 to {SessionLimits.MaxSessionIdBytes} bytes. Nothing of the chunk was applied.", partitionId, index);
         }
     }
 
