@@ -141,12 +141,18 @@ public sealed class SessionTests
         m.ApplyChunk([Put(4, Session(A, 4, 3), "k", "4")]);
 
         Assert.Equal(2, m.SessionTableStats.RecordedResponses); // 3 and 4
+        engine.Reopen();
+        m = engine.Machine;
         Assert.Equal(ApplyStatus.LateDuplicate, m.ApplyChunk([Put(5, Session(A, 2, 2), "k", "2")])[0].Status);
         Assert.True(m.ApplyChunk([Put(6, Session(A, 3, 3), "k", "3")])[0].Deduplicated);
         // A lower low-water sent later never lowers the stored one.
         m.ApplyChunk([Put(7, Session(A, 5, 1), "k", "5")]);
         Assert.Equal(ApplyStatus.LateDuplicate, m.ApplyChunk([Put(8, Session(A, 2, 1), "k", "2")])[0].Status);
         Assert.Equal("5", engine.GetString("k"));
+        engine.Close();
+        // On disk too: the record holds exactly 3, 4 and 5 (a 20-byte header and 17 bytes per response).
+        var record = RawDatabase.ReadFamily(engine.Path, RocksDbStateMachine.SessionsFamily).Single(e => e.Key[0] == 0x01);
+        Assert.Equal(20 + (3 * 17), record.Value.Length);
     }
 
     [Fact]
@@ -335,6 +341,19 @@ public sealed class SessionTests
         Assert.Equal(LogPosition.None, m.LastApplied);
         Assert.Null(engine.GetString("y"));
         Assert.Equal(SessionTableStats.Empty, m.SessionTableStats);
+    }
+
+    [Fact]
+    public void The_sequencer_check_refuses_what_apply_would_refuse_with_InvalidArgument_and_passes_a_good_session()
+    {
+        foreach (var bad in new[] { Session([], 1), Session(new byte[SessionLimits.MaxSessionIdBytes + 1], 1), Session(A, 0), Session(A, 2, 3) })
+        {
+            var error = Assert.Throws<DEngineException>(() => CommandLimits.ValidateSession(bad, 7));
+            Assert.Equal(DEngineErrorCode.InvalidArgument, error.Code);
+            Assert.Equal(7, error.Partition);
+        }
+        CommandLimits.ValidateSession(Session(A, 3, 3, first: true), 7);
+        CommandLimits.ValidateSession(null, 7);
     }
 
     [Fact]
