@@ -188,14 +188,14 @@ public sealed partial class RocksDbStateMachine
                 {
                     bytesDelta -= LiveBytes(id.Length, slot.WasResponses);
                 }
-                var moved = slot.Live != slot.WasLive || slot.LastActive != slot.WasLastActive;
+                var moved = slot.Live != slot.WasLive || ActivityBucket(slot.LastActive) != ActivityBucket(slot.WasLastActive);
                 if (slot.WasLive && moved)
                 {
-                    batch.Delete(StampedKey(ActivityTag, slot.WasLastActive, id), sessions);
+                    batch.Delete(StampedKey(ActivityTag, ActivityBucket(slot.WasLastActive), id), sessions);
                 }
                 if (slot.Live && moved)
                 {
-                    batch.Put(StampedKey(ActivityTag, slot.LastActive, id), Empty, sessions);
+                    batch.Put(StampedKey(ActivityTag, ActivityBucket(slot.LastActive), id), Empty, sessions);
                 }
                 if (slot.Tombstone != slot.WasTombstone)
                 {

@@ -233,15 +233,17 @@ public sealed class SessionTests
         using var engine = new TestEngine();
         var m = engine.Machine;
         var t = engine.NowUnixMs;
-        m.ApplyChunk([SessionLog.Put(1, Session(B, 1, 1, first: true), "b", "1", asOfUnixMs: t + 50), Put(2, Session(A, 1, 1, first: true), "a", "1")]);
-        m.ApplyChunk([Put(3, Session(Id(3), 1, 1, first: true), "c", "1", asOfUnixMs: t + 10)]);
+        m.ApplyChunk([SessionLog.Put(1, Session(B, 1, 1, first: true), "b", "1", asOfUnixMs: t + 5_000), Put(2, Session(A, 1, 1, first: true), "a", "1")]);
+        m.ApplyChunk([Put(3, Session(Id(3), 1, 1, first: true), "c", "1", asOfUnixMs: t + 1_000)]);
 
         var idle = m.IdleSessions(ulong.MaxValue, 10);
 
         // A's write carried no stamp: its activity is the floor as of that entry (B's stamp before it);
-        // equal stamps come in id order.
-        Assert.Equal([(Id(3), t + 10), (A, t + 50), (B, t + 50)], idle.Select(s => (s.Id, s.LastActiveUnixMs)), new TupleComparer());
+        // equal stamps (the same second) come in id order.
+        Assert.Equal([(Id(3), t + 1_000), (A, t + 5_000), (B, t + 5_000)], idle.Select(s => (s.Id, s.LastActiveUnixMs)), new TupleComparer());
         Assert.Single(m.IdleSessions(ulong.MaxValue, 1));
+        // Within a second's bucket the exact stamps decide: B was active at t + 5000, not before.
+        Assert.Equal([Convert.ToHexString(Id(3))], m.IdleSessions(t + 5_000, 10).Select(s => Convert.ToHexString(s.Id)));
     }
 
     [Fact]

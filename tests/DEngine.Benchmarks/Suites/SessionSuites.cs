@@ -22,7 +22,7 @@ public static class SessionSuites
     private const int Window = 4;
 
     /// <summary>Simulated milliseconds per chunk (the stamps the sequencer would write).</summary>
-    private const ulong MsPerChunk = 5;
+    private const ulong MsPerChunk = 20;
 
     /// <summary>Session timeout and tombstone retention, simulated.</summary>
     private const ulong TimeoutMs = 2_000;
