@@ -68,6 +68,10 @@ internal static class ChunkRules
     /// </summary>
     public static void ValidateCommand(in ApplyEntry entry, int partitionId)
     {
+        if (entry.Command?.Session is { } session)
+        {
+            ValidateSession(session, entry.Command.OperationCase, entry.Index, partitionId);
+        }
         switch (entry.Command?.OperationCase)
         {
             case null:
@@ -87,10 +91,68 @@ internal static class ChunkRules
                     ValidateKey(expired.Key, entry.Index, partitionId);
                 }
                 return;
+            case WriteCommand.OperationOneofCase.ExpireSessions:
+                foreach (var listed in entry.Command.ExpireSessions.Sessions)
+                {
+                    ValidateSessionId(listed.SessionId, "A session listed by an ExpireSessions command", entry.Index, partitionId);
+                }
+                foreach (var id in entry.Command.ExpireSessions.PurgeTombstones)
+                {
+                    ValidateSessionId(id, "A tombstone purged by an ExpireSessions command", entry.Index, partitionId);
+                }
+                return;
             default:
                 throw new DEngineException(DEngineErrorCode.MalformedEntry, "The WriteCommand has no operation this version knows. Nothing of the chunk was applied.", partitionId, entry.Index);
         }
     }
+
+    private static void ValidateSession(ClientSession session, WriteCommand.OperationOneofCase operation, ulong index, int partitionId)
+    {
+        if (operation is not (WriteCommand.OperationOneofCase.Insert or WriteCommand.OperationOneofCase.Delete or WriteCommand.OperationOneofCase.CompareAndSwap))
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"A {operation} command carries a client session; only Insert, Delete and CompareAndSwap may. Nothing of the chunk was applied.", partitionId, index);
+        }
+        if (SessionProblem(session) is { } problem)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{problem} Nothing of the chunk was applied.", partitionId, index);
+        }
+    }
+
+    /// <summary>
+    /// What is wrong with a write's session fields, or null: the id must have 1 to
+    /// <see cref="SessionLimits.MaxSessionIdBytes"/> bytes, the sequence start at 1, and the low-water
+    /// mark not be above the write's own sequence (the client still waits for the write it sends).
+    /// Shared by apply and by the sequencer's check (<see cref="CommandLimits.ValidateSession"/>).
+    /// </summary>
+    internal static string? SessionProblem(ClientSession session)
+    {
+        if (IdProblem(session.SessionId, "The write's session") is { } problem)
+        {
+            return problem;
+        }
+        if (session.Sequence == 0)
+        {
+            return "The write's session sequence is 0; sequences start at 1.";
+        }
+        if (session.LowWater > session.Sequence)
+        {
+            return $"The write's session low-water mark {session.LowWater} is above its own sequence {session.Sequence}: a client still waits for the write it sends.";
+        }
+        return null;
+    }
+
+    private static void ValidateSessionId(ByteString id, string what, ulong index, int partitionId)
+    {
+        if (IdProblem(id, what) is { } problem)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{problem} Nothing of the chunk was applied.", partitionId, index);
+        }
+    }
+
+    private static string? IdProblem(ByteString id, string what) =>
+        id.IsEmpty || id.Length > SessionLimits.MaxSessionIdBytes
+            ? $"{what} has an id of {id.Length} bytes; session ids have 1 to {SessionLimits.MaxSessionIdBytes} bytes."
+            : null;
 
     private static void ValidateKey(ByteString key, ulong index, int partitionId)
     {

@@ -21,7 +21,10 @@ namespace DEngine.StateMachine;
 /// not checked by apply: the sequencer checks them (<see cref="CommandLimits"/>) before it logs a
 /// command, so an accepted entry applies alike on every engine whatever its limits. Apply is
 /// deterministic: the same entries on the same state give the same bytes (expiry is judged at the
-/// entries' stamps). Reads never return an expired value (judged at max(clock, time floor)); with
+/// entries' stamps). A write with a client session is applied at most once per (session, sequence):
+/// a repeat is answered with the first apply's recorded result (<see cref="ApplyResult.Deduplicated"/>),
+/// and a write below the session's low-water mark or of an unknown or ended session is refused with
+/// nothing written (see <see cref="SessionLimits"/>). Reads never return an expired value (judged at max(clock, time floor)); with
 /// Synced durability they read the durable read view: never a chunk applied with
 /// <see cref="ApplyDurability.Deferred"/> until a <see cref="SyncWal"/> covering it returned.</para>
 /// </remarks>
@@ -142,6 +145,27 @@ public interface IStateMachine : IDisposable
 
     /// <summary>A cheap estimate of the number of keys with a TTL (for metrics).</summary>
     long TtlIndexEstimate { get; }
+
+    // ---------------------------------------------------------------- client sessions (exactly-once writes)
+
+    /// <summary>
+    /// Up to <paramref name="max"/> live sessions whose last activity (the stamp of their latest write
+    /// here) is before <paramref name="lastActiveBeforeUnixMs"/>, least recently active first: the
+    /// input of an ExpireSessions command, which ends each only if its activity is still the listed one.
+    /// </summary>
+    IReadOnlyList<IdleSession> IdleSessions(ulong lastActiveBeforeUnixMs, int max);
+
+    /// <summary>Up to <paramref name="max"/> ids of ended sessions whose tombstone was stamped before <paramref name="beforeUnixMs"/>, oldest first: the tombstones an ExpireSessions command may purge.</summary>
+    IReadOnlyList<byte[]> TombstonesBefore(ulong beforeUnixMs, int max);
+
+    /// <summary>The size of the session table as of the last applied chunk (cheap; for metrics and tests).</summary>
+    SessionTableStats SessionTableStats { get; }
+
+    /// <summary>True when the session <paramref name="id"/> is live on this partition (recorded, not ended).</summary>
+    bool HasSession(ReadOnlySpan<byte> id);
+
+    /// <summary>True when the session <paramref name="id"/> was ended here and its tombstone is still kept (its writes get SessionExpired).</summary>
+    bool HasSessionTombstone(ReadOnlySpan<byte> id);
 
     // ---------------------------------------------------------------- snapshots and handover
 

@@ -4,7 +4,7 @@ using RocksDbSharp;
 namespace DEngine.StateMachine;
 
 // Apply: a chunk is checked (ChunkRules), turned into one WriteBatch (ChunkWriter) that carries its
-// data, TTL-index changes, the new applied position and time floor, and written under the apply gate.
+// data, TTL-index and session-table changes, the new applied position and time floor, and written under the apply gate.
 public sealed partial class RocksDbStateMachine
 {
     /// <inheritdoc />
@@ -44,6 +44,7 @@ public sealed partial class RocksDbStateMachine
             {
                 results[i] = chunk.Apply(entries[i]);
             }
+            var sessionStats = chunk.WriteSessions();
             var last = entries[^1];
             batch.Put(LastAppliedIndexKey, U64(last.Index), _meta);
             batch.Put(LastAppliedTermKey, U64(last.Term), _meta);
@@ -73,6 +74,10 @@ public sealed partial class RocksDbStateMachine
             }
             WritePosition(new LogPosition(last.Index, last.Term));
             Volatile.Write(ref _timeFloor, floor);
+            if (sessionStats is not null)
+            {
+                Volatile.Write(ref _sessionStats, sessionStats);
+            }
             if (chunk.LowestTtlKeyWritten is { } lowest)
             {
                 // After the write (see NoteTtlInserted): a scan that could not see this entry either

@@ -10,9 +10,10 @@ public sealed partial class RocksDbStateMachine
     /// <summary>
     /// Turns the entries of one chunk into WriteBatch operations. When the chunk holds a CAS or an
     /// ExpireKeys command, every write is also recorded in an overlay so that later entries of the
-    /// same chunk read what earlier ones wrote.
+    /// same chunk read what earlier ones wrote. Writes with a client session go through the session
+    /// table first (RocksDbStateMachine.ChunkWriter.Sessions.cs).
     /// </summary>
-    private sealed class ChunkWriter(RocksDbStateMachine machine, WriteBatch batch, bool useOverlay)
+    private sealed partial class ChunkWriter(RocksDbStateMachine machine, WriteBatch batch, bool useOverlay)
     {
         private static readonly byte[] Empty = [];
 
@@ -27,7 +28,10 @@ public sealed partial class RocksDbStateMachine
 
         private void Stamp(ulong asOfUnixMs) => HighestStamp = Math.Max(HighestStamp, asOfUnixMs);
 
-        public ApplyResult Apply(in ApplyEntry entry)
+        public ApplyResult Apply(in ApplyEntry entry) =>
+            entry.Command?.Session is { } session ? ApplyWithSession(entry, session) : ApplyOperation(entry);
+
+        private ApplyResult ApplyOperation(in ApplyEntry entry)
         {
             var command = entry.Command;
             switch (command?.OperationCase)
@@ -48,6 +52,9 @@ public sealed partial class RocksDbStateMachine
                 case WriteCommand.OperationOneofCase.ExpireKeys:
                     Stamp(command.ExpireKeys.AsOfUnixMs);
                     return new ApplyResult(entry.Index, ApplyStatus.Applied, ExpireKeys(command.ExpireKeys));
+                case WriteCommand.OperationOneofCase.ExpireSessions:
+                    Stamp(command.ExpireSessions.AsOfUnixMs);
+                    return new ApplyResult(entry.Index, ApplyStatus.Applied, ExpireSessions(command.ExpireSessions, entry.Index));
                 default:
                     throw new InvalidOperationException("validated before apply");
             }

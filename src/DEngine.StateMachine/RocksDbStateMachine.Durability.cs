@@ -183,7 +183,7 @@ public sealed partial class RocksDbStateMachine
         using var _ = EnterUse();
         SyncWalUnlocked();
         var flush = new FlushOptions().SetWaitForFlush(true);
-        foreach (var family in new[] { _data, _meta, _ttl })
+        foreach (var family in new[] { _data, _meta, _ttl, _sessions })
         {
             Native.Instance.rocksdb_flush_cf(_db!.Handle, flush.Handle, family.Handle);
         }

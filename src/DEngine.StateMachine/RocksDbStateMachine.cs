@@ -9,7 +9,8 @@ namespace DEngine.StateMachine;
 /// <see cref="IStateMachine"/> on RocksDB. Column families: <c>state_machine</c> (user data, each value
 /// prefixed by its expiry header, see <see cref="StoredValue"/>), <c>state_machine_meta</c> (applied
 /// position, snapshot metadata) and <c>state_machine_ttl</c> (TTL index: expiry + key, for finding
-/// expired keys by a range scan). Every chunk is one WriteBatch that carries its data, TTL-index
+/// expired keys by a range scan) and <c>state_machine_sessions</c> (the exactly-once table of client
+/// sessions, see <see cref="SessionLimits"/>). Every chunk is one WriteBatch that carries its data, TTL-index
 /// changes and the new applied position.
 /// </summary>
 /// <remarks>
@@ -23,6 +24,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     internal const string DataFamily = "state_machine";
     internal const string MetaFamily = "state_machine_meta";
     internal const string TtlFamily = "state_machine_ttl";
+    internal const string SessionsFamily = "state_machine_sessions";
 
     private static readonly byte[] LastAppliedIndexKey = "last_applied_index"u8.ToArray();
     private static readonly byte[] LastAppliedTermKey = "last_applied_term"u8.ToArray();
@@ -81,6 +83,7 @@ public sealed partial class RocksDbStateMachine : IStateMachine
     private ColumnFamilyHandle _data = null!;
     private ColumnFamilyHandle _meta = null!;
     private ColumnFamilyHandle _ttl = null!;
+    private ColumnFamilyHandle _sessions = null!;
     private volatile bool _serving;
     private volatile bool _writeFailed;
     // Set by a failed WAL sync (see Fence): applies and reads are refused and the durable index never
@@ -254,6 +257,8 @@ public sealed partial class RocksDbStateMachine : IStateMachine
         _data = _db.GetColumnFamily(DataFamily);
         _meta = _db.GetColumnFamily(MetaFamily);
         _ttl = _db.GetColumnFamily(TtlFamily);
+        _sessions = _db.GetColumnFamily(SessionsFamily);
+        LoadSessionStats();
         ResetTtlFloor();
         var position = new LogPosition(
             ReadU64(_db.Get(LastAppliedIndexKey, _meta)),

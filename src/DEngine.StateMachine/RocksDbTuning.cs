@@ -31,6 +31,7 @@ internal static class RocksDbTuning
             { RocksDbStateMachine.DataFamily, DataFamilyOptions(settings, blockCache) },
             { RocksDbStateMachine.MetaFamily, AuxFamilyOptions(settings, blockCache) },
             { RocksDbStateMachine.TtlFamily, AuxFamilyOptions(settings, blockCache) },
+            { RocksDbStateMachine.SessionsFamily, AuxFamilyOptions(settings, blockCache) },
         };
 
     private static ColumnFamilyOptions DataFamilyOptions(RocksDbStateMachineOptions settings, Cache blockCache)

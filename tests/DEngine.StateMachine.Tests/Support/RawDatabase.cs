@@ -12,7 +12,7 @@ namespace DEngine.StateMachine.Tests.Support;
 public static class RawDatabase
 {
     /// <summary>The engine's column families, in the order they are digested.</summary>
-    public static readonly string[] Families = [RocksDbStateMachine.DataFamily, RocksDbStateMachine.MetaFamily, RocksDbStateMachine.TtlFamily];
+    public static readonly string[] Families = [RocksDbStateMachine.DataFamily, RocksDbStateMachine.MetaFamily, RocksDbStateMachine.TtlFamily, RocksDbStateMachine.SessionsFamily];
 
     /// <summary>Every key and value of <paramref name="family"/>, in key order.</summary>
     public static List<(byte[] Key, byte[] Value)> ReadFamily(string path, string family)
