@@ -34,6 +34,17 @@ public sealed partial class DEngineClient
         _ => AttemptFailure.Final,
     };
 
+    /// <summary>
+    /// The id of the session this client's writes to <paramref name="partition"/> belong to now
+    /// (diagnostics: it is the same for every partition until one of them expired the session).
+    /// </summary>
+    public async Task<byte[]> GetSessionIdAsync(int partition)
+    {
+        await PartitionGrainAsync(partition);
+        var sessions = SessionsFor(await GetPartitionCountAsync());
+        return (byte[])sessions.For(partition).Id.Clone();
+    }
+
     private PartitionSessions SessionsFor(int partitions)
     {
         var known = Volatile.Read(ref _sessions);
