@@ -143,4 +143,30 @@ public sealed class ExactlyOnceWriteTests(SessionClusterFixture cluster)
         Assert.True(await Grain(expiring).HasSession(renewed));
         Assert.Equal(id, await client.GetSessionIdAsync(other));
     }
+
+    [Fact]
+    public async Task A_write_whose_session_expired_after_an_attempt_that_may_have_applied_gets_OutcomeUnknown_and_is_not_sent_under_a_new_session()
+    {
+        const int partition = 1;
+        var client = new DEngineClient(cluster.Grains);
+        var key = InPartition(partition, "expired-retry");
+        await client.PutAsync(InPartition(partition), B("open"));
+        var id = await client.GetSessionIdAsync(partition);
+        var lost = cluster.Lost.Arm(nameof(IStateMachineGrain.CompareAndSwapInSession), key);
+
+        var cas = client.CompareAndSwapAsync(key, null, B("1"));
+        Assert.True((bool)(await lost.Applied.WaitAsync(Bound))!);
+        // The session ends while the applied attempt's answer is being lost.
+        cluster.Clock.Advance(DEngineOptions.DEFAULT_SESSION_TIMEOUT + TimeSpan.FromMinutes(1));
+        await Grain(partition).ExpireIdleSessions();
+        await WaitUntilAsync(async () => !await Grain(partition).HasSession(id), "the session ended at the primary");
+        lost.Release();
+
+        // Sent under a new session, the CAS would apply again (and answer false): the caller learns
+        // instead that the outcome is unknown.
+        var error = await Assert.ThrowsAsync<DEngineException>(() => cas.WaitAsync(Bound));
+        Assert.Equal(DEngineErrorCode.OutcomeUnknown, error.Code);
+        Assert.Equal(2, lost.Arrived);
+        Assert.Equal("1", S(await client.GetAsync(key)));
+    }
 }
