@@ -71,8 +71,9 @@ public sealed class ExactlyOnceClusterTests(ReplicatedRedisClusterFixture cluste
         const int total = clients * opsPerClient;
         try
         {
-            // One DEngineClient (one session) shared by the writers: concurrent writes of a session,
-            // each retried by the client itself; the history records what the caller saw.
+            // One retrying DEngineClient (one session, 30 s write deadline) shared by the writers:
+            // concurrent writes of a session, each retried by the client itself; the history records
+            // what the caller saw.
             var workers = Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
             {
                 var random = new Random(c + 7);
@@ -85,7 +86,7 @@ public sealed class ExactlyOnceClusterTests(ReplicatedRedisClusterFixture cluste
                     var kind = roll < 2 ? KvOpKind.CompareAndSwap : roll == 2 ? KvOpKind.Get : KvOpKind.Put;
                     var value = $"c{c}-{i}";
                     lastSeen.TryGetValue(key, out var expected);
-                    var op = await KvClientHistory.RunAsync(cluster.LoadClient, c, key, kind, value, expected);
+                    var op = await KvClientHistory.RunAsync(cluster.Client, c, key, kind, value, expected);
                     if (op is not null)
                     {
                         history.Add(op);
