@@ -94,11 +94,11 @@ internal static class ChunkRules
             case WriteCommand.OperationOneofCase.ExpireSessions:
                 foreach (var listed in entry.Command.ExpireSessions.Sessions)
                 {
-                    ValidateSessionId(listed.SessionId, "An ExpireSessions command lists a session", entry.Index, partitionId);
+                    ValidateSessionId(listed.SessionId, "A session listed by an ExpireSessions command", entry.Index, partitionId);
                 }
                 foreach (var id in entry.Command.ExpireSessions.PurgeTombstones)
                 {
-                    ValidateSessionId(id, "An ExpireSessions command purges the tombstone of a session", entry.Index, partitionId);
+                    ValidateSessionId(id, "A tombstone purged by an ExpireSessions command", entry.Index, partitionId);
                 }
                 return;
             default:
@@ -106,35 +106,53 @@ internal static class ChunkRules
         }
     }
 
-    /// <summary>
-    /// A session's fields: an id of 1 to <see cref="SessionLimits.MaxSessionIdBytes"/> bytes, a sequence
-    /// from 1, a low-water mark not above the write's own sequence (the client still waits for this
-    /// write), and only on a client write (Insert, Delete, CompareAndSwap).
-    /// </summary>
     private static void ValidateSession(ClientSession session, WriteCommand.OperationOneofCase operation, ulong index, int partitionId)
     {
         if (operation is not (WriteCommand.OperationOneofCase.Insert or WriteCommand.OperationOneofCase.Delete or WriteCommand.OperationOneofCase.CompareAndSwap))
         {
             throw new DEngineException(DEngineErrorCode.MalformedEntry, $"A {operation} command carries a client session; only Insert, Delete and CompareAndSwap may. Nothing of the chunk was applied.", partitionId, index);
         }
-        ValidateSessionId(session.SessionId, "The write's session", index, partitionId);
+        if (SessionProblem(session) is { } problem)
+        {
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{problem} Nothing of the chunk was applied.", partitionId, index);
+        }
+    }
+
+    /// <summary>
+    /// What is wrong with a write's session fields, or null: the id must have 1 to
+    /// <see cref="SessionLimits.MaxSessionIdBytes"/> bytes, the sequence start at 1, and the low-water
+    /// mark not be above the write's own sequence (the client still waits for the write it sends).
+    /// Shared by apply and by the sequencer's check (<see cref="CommandLimits.ValidateSession"/>).
+    /// </summary>
+    internal static string? SessionProblem(ClientSession session)
+    {
+        if (IdProblem(session.SessionId, "The write's session") is { } problem)
+        {
+            return problem;
+        }
         if (session.Sequence == 0)
         {
-            throw new DEngineException(DEngineErrorCode.MalformedEntry, "The write's session sequence is 0; sequences start at 1. Nothing of the chunk was applied.", partitionId, index);
+            return "The write's session sequence is 0; sequences start at 1.";
         }
         if (session.LowWater > session.Sequence)
         {
-            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"The write's session low-water mark {session.LowWater} is above its own sequence {session.Sequence}: a client still waits for the write it sends. Nothing of the chunk was applied.", partitionId, index);
+            return $"The write's session low-water mark {session.LowWater} is above its own sequence {session.Sequence}: a client still waits for the write it sends.";
         }
+        return null;
     }
 
     private static void ValidateSessionId(ByteString id, string what, ulong index, int partitionId)
     {
-        if (id.IsEmpty || id.Length > SessionLimits.MaxSessionIdBytes)
+        if (IdProblem(id, what) is { } problem)
         {
-            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{what} with an id of {id.Length} bytes; session ids have 1 to {SessionLimits.MaxSessionIdBytes} bytes. Nothing of the chunk was applied.", partitionId, index);
+            throw new DEngineException(DEngineErrorCode.MalformedEntry, $"{problem} Nothing of the chunk was applied.", partitionId, index);
         }
     }
+
+    private static string? IdProblem(ByteString id, string what) =>
+        id.IsEmpty || id.Length > SessionLimits.MaxSessionIdBytes
+            ? $"{what} has an id of {id.Length} bytes; session ids have 1 to {SessionLimits.MaxSessionIdBytes} bytes."
+            : null;
 
     private static void ValidateKey(ByteString key, ulong index, int partitionId)
     {

@@ -79,6 +79,20 @@ public sealed class CommandLimits(int maxKeyBytes, int maxValueBytes)
         CheckValue(value.Length, setting, partition, index: null);
     }
 
+    /// <summary>
+    /// The check of a client write's session before the write is queued: InvalidArgument when the id is
+    /// empty or longer than <see cref="SessionLimits.MaxSessionIdBytes"/>, the sequence is 0, or the
+    /// low-water mark is above the sequence. Apply refuses such an entry with MalformedEntry, so a
+    /// sequencer must not log it. A null session (a write without one) passes.
+    /// </summary>
+    public static void ValidateSession(ClientSession? session, int partition)
+    {
+        if (session is not null && ChunkRules.SessionProblem(session) is { } problem)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, problem, partition);
+        }
+    }
+
     private void Key(ByteString key, ulong index, int partition) => CheckKey(key.Length, nameof(MaxKeyBytes), partition, index);
 
     private void Value(ByteString value, ulong index, int partition) => CheckValue(value.Length, nameof(MaxValueBytes), partition, index);

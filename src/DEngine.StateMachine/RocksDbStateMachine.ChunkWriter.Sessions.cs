@@ -34,7 +34,7 @@ public sealed partial class RocksDbStateMachine
                 // A write not flagged as the session's first here, finding no session: the session
                 // expired (its tombstone already purged) or this is a stray; applying it could repeat
                 // a write whose record is gone, so it is refused.
-                if (!session.FirstToPartition || machine.SessionTableStats.Sessions + _sessionsDelta >= SessionLimits.MaxSessions)
+                if (!session.FirstToPartition || machine.SessionTableStats.Sessions + _sessionsDelta >= machine._options.SessionBounds.MaxSessions)
                 {
                     return Refused(entry, ApplyStatus.SessionExpired);
                 }
@@ -56,8 +56,9 @@ public sealed partial class RocksDbStateMachine
             var lowWater = Math.Max(slot.LowWater, session.LowWater);
             var kept = slot.Live ? slot.CountFrom(lowWater) : 0;
             var dropped = slot.Responses.Count - kept;
-            if (kept >= SessionLimits.MaxRecordedPerSession
-                || machine.SessionTableStats.RecordedResponses + _responsesDelta - dropped + 1 > SessionLimits.MaxRecordedResponses)
+            var bounds = machine._options.SessionBounds;
+            if (kept >= bounds.MaxRecordedPerSession
+                || machine.SessionTableStats.RecordedResponses + _responsesDelta - dropped + 1 > bounds.MaxRecordedResponses)
             {
                 // Refused rather than applied unrecorded: a retry of an unrecorded write would apply twice.
                 return Refused(entry, ApplyStatus.SessionExpired);
@@ -187,14 +188,14 @@ public sealed partial class RocksDbStateMachine
                 {
                     bytesDelta -= LiveBytes(id.Length, slot.WasResponses);
                 }
-                var moved = slot.Live != slot.WasLive || slot.LastActive != slot.WasLastActive;
+                var moved = slot.Live != slot.WasLive || ActivityBucket(slot.LastActive) != ActivityBucket(slot.WasLastActive);
                 if (slot.WasLive && moved)
                 {
-                    batch.Delete(StampedKey(ActivityTag, slot.WasLastActive, id), sessions);
+                    batch.Delete(StampedKey(ActivityTag, ActivityBucket(slot.WasLastActive), id), sessions);
                 }
                 if (slot.Live && moved)
                 {
-                    batch.Put(StampedKey(ActivityTag, slot.LastActive, id), Empty, sessions);
+                    batch.Put(StampedKey(ActivityTag, ActivityBucket(slot.LastActive), id), Empty, sessions);
                 }
                 if (slot.Tombstone != slot.WasTombstone)
                 {

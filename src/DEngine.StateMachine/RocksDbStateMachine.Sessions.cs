@@ -10,7 +10,9 @@ namespace DEngine.StateMachine;
 //   00                          table stats: sessions, tombstones, responses, bytes (4 x u64)
 //   01 id                       live session: low-water u64, last-active u64, n u32, then n x
 //                               (sequence u64, index u64, status u8) sorted by sequence
-//   02 last-active(u64 BE) id   activity index (empty value), for IdleSessions
+//   02 bucket(u64 BE) id        activity index (empty value), for IdleSessions: the last activity
+//                               rounded down to ActivityBucketMs, so a busy session moves its index
+//                               entry once a bucket, not on every write (the record has the exact stamp)
 //   03 id                       tombstone: the ExpireSessions as_of (u64)
 //   04 as_of(u64 BE) id         tombstone index (empty value), for TombstonesBefore
 // A session has either a live record or a tombstone, never both.
@@ -23,6 +25,11 @@ public sealed partial class RocksDbStateMachine
     private const byte TombstoneIndexTag = 0x04;
 
     private static readonly byte[] SessionStatsKey = [StatsTag];
+
+    /// <summary>The activity index's granularity (ms): a session's index entry moves when its last activity enters a new bucket.</summary>
+    private const ulong ActivityBucketMs = 1000;
+
+    private static ulong ActivityBucket(ulong lastActive) => lastActive - (lastActive % ActivityBucketMs);
 
     private SessionTableStats _sessionStats = SessionTableStats.Empty;
 
@@ -45,12 +52,25 @@ public sealed partial class RocksDbStateMachine
 
     /// <summary>
     /// Up to <paramref name="max"/> live sessions whose last activity is before <paramref name="lastActiveBeforeUnixMs"/>,
-    /// least recently active first: the sessions an ExpireSessions command may end.
+    /// least recently active first (to the second: the index keeps one-second buckets): the sessions an
+    /// ExpireSessions command may end.
     /// </summary>
     public IReadOnlyList<IdleSession> IdleSessions(ulong lastActiveBeforeUnixMs, int max)
     {
         var found = new List<IdleSession>();
-        ScanStamped(ActivityTag, lastActiveBeforeUnixMs, max, (stamp, id) => found.Add(new IdleSession(id, stamp)));
+        // Buckets that start before the instant; the last of them may hold sessions active since, so
+        // each candidate's exact stamp comes from its record (the stamp ExpireSessions compares).
+        ScanStamped(ActivityTag, lastActiveBeforeUnixMs, max, (_, id) =>
+        {
+            if (_db!.Get(SessionKey(id), _sessions) is { Length: >= SessionHeaderBytes } record
+                && BinaryPrimitives.ReadUInt64BigEndian(record.AsSpan(8)) is var lastActive
+                && lastActive < lastActiveBeforeUnixMs)
+            {
+                found.Add(new IdleSession(id, lastActive));
+                return true;
+            }
+            return false;
+        });
         return found;
     }
 
@@ -58,11 +78,16 @@ public sealed partial class RocksDbStateMachine
     public IReadOnlyList<byte[]> TombstonesBefore(ulong beforeUnixMs, int max)
     {
         var found = new List<byte[]>();
-        ScanStamped(TombstoneIndexTag, beforeUnixMs, max, (_, id) => found.Add(id));
+        ScanStamped(TombstoneIndexTag, beforeUnixMs, max, (_, id) =>
+        {
+            found.Add(id);
+            return true;
+        });
         return found;
     }
 
-    private void ScanStamped(byte tag, ulong before, int max, Action<ulong, byte[]> add)
+    /// <summary>Walks the index <paramref name="tag"/> below stamp <paramref name="before"/> until <paramref name="add"/> has accepted <paramref name="max"/> entries.</summary>
+    private void ScanStamped(byte tag, ulong before, int max, Func<ulong, byte[], bool> add)
     {
         using var _ = EnterServing();
         if (max <= 0 || before == 0)
@@ -76,10 +101,13 @@ public sealed partial class RocksDbStateMachine
         using (var iterator = _db!.NewIterator(_sessions, readOptions))
         {
             var n = 0;
-            for (iterator.Seek([tag]); iterator.Valid() && n < max; iterator.Next(), n++)
+            for (iterator.Seek([tag]); iterator.Valid() && n < max; iterator.Next())
             {
                 var key = iterator.GetKeySpan();
-                add(BinaryPrimitives.ReadUInt64BigEndian(key[1..]), key[9..].ToArray());
+                if (add(BinaryPrimitives.ReadUInt64BigEndian(key[1..]), key[9..].ToArray()))
+                {
+                    n++;
+                }
             }
         }
         // The native upper bound belongs to the options: keep them alive until the scan is done.

@@ -85,6 +85,12 @@ public sealed class RocksDbStateMachineOptions
     /// </summary>
     public ulong SnapshotWalBytesWithoutFlush { get; set; } = 64UL << 20;
 
+    /// <summary>
+    /// The session table's bounds. Not an option: every replica must apply with the same bounds, so only
+    /// tests lower them (to reach a bound in a few writes); production always uses <see cref="SessionLimits"/>.
+    /// </summary>
+    internal SessionBounds SessionBounds { get; set; } = SessionBounds.Default;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
     public void Validate()
     {

@@ -36,6 +36,13 @@ public static class SessionLimits
     public const int MaxRecordedResponses = 1 << 20;
 }
 
+/// <summary>The bounds apply uses: <see cref="SessionLimits"/>'s, or smaller ones a test sets through <see cref="RocksDbStateMachineOptions.SessionBounds"/>.</summary>
+internal sealed record SessionBounds(int MaxRecordedPerSession, int MaxSessions, int MaxRecordedResponses)
+{
+    /// <summary>The production bounds (every replica must apply with these).</summary>
+    public static SessionBounds Default { get; } = new(SessionLimits.MaxRecordedPerSession, SessionLimits.MaxSessions, SessionLimits.MaxRecordedResponses);
+}
+
 /// <summary>A session that has not written to the partition since before a given instant (input to an ExpireSessions command).</summary>
 /// <param name="Id">The session id.</param>
 /// <param name="LastActiveUnixMs">Its last-activity stamp; ExpireSessions ends the session only if it is still this.</param>

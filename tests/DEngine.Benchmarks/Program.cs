@@ -67,6 +67,9 @@ foreach (var suite in options.Suites)
                 results.Add(EngineSuites.TtlEngine(options));
                 results.Add(await ClusterSuites.TtlSiloAsync(options));
                 break;
+            case "sessions":
+                results.Add(SessionSuites.Run(options));
+                break;
             case "snapshot":
                 var (snapshotRows, copy) = SnapshotSuites.Engine(options);
                 results.AddRange(snapshotRows);

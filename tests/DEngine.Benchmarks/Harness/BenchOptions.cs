@@ -3,7 +3,7 @@ namespace DEngine.Benchmarks.Harness;
 /// <summary>Command line of the harness: suites to run, size, output file.</summary>
 public sealed class BenchOptions
 {
-    public static readonly string[] AllSuites = ["apply", "apply-small", "get", "put-e2e", "put-single", "put-replicated", "get-e2e", "ttl", "snapshot"];
+    public static readonly string[] AllSuites = ["apply", "apply-small", "get", "put-e2e", "put-single", "put-replicated", "get-e2e", "ttl", "snapshot", "sessions"];
 
     public List<string> Suites { get; } = [];
 
@@ -36,7 +36,7 @@ public sealed class BenchOptions
         """
         usage: dotnet run -c Release --project tests/DEngine.Benchmarks -- [SUITE...] [--quick] [--out FILE]
                       [--seconds N] [--warmup N] [--work-dir DIR]
-        suites: apply apply-small get put-e2e put-single put-replicated get-e2e ttl snapshot (default: all)
+        suites: apply apply-small get put-e2e put-single put-replicated get-e2e ttl snapshot sessions (default: all)
         --quick      every suite small (the whole run stays under a minute); never assert timings on it
         --out FILE   also write the results as JSON
         --seconds N  measured seconds per phase (default 5; --quick 0.6)
