@@ -12,9 +12,6 @@ namespace DEngine.Orleans.Partitions;
 /// </summary>
 public sealed partial class StateMachineGrain
 {
-    /// <summary>Longest session id accepted (clients use 16 random bytes).</summary>
-    private const int MaxSessionIdBytes = 64;
-
     private SessionExpiryPlanner _sessionExpiry = null!;
     private IGrainTimer? _sessionTimer;
 
@@ -71,17 +68,14 @@ public sealed partial class StateMachineGrain
         return Task.FromResult(Serving().Engine.HasSession(sessionId));
     }
 
-    /// <summary>Checks the session's fields and stamps it into <paramref name="command"/>.</summary>
+    /// <summary>Checks the session's fields (the engine's rules, so no entry that apply would refuse is logged) and stamps it into <paramref name="command"/>.</summary>
     private WriteCommand InSession(WriteCommand command, ClientSession session)
     {
-        if (session is null || session.SessionId.Length is 0 or > MaxSessionIdBytes)
+        if (session is null)
         {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"A session write needs a session id of 1 to {MaxSessionIdBytes} bytes (was {session?.SessionId.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "no session"}).", _partition);
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, "A session write needs its client session; write through Put, Delete or CompareAndSwap without one.", _partition);
         }
-        if (session.Sequence == 0 || session.LowWater > session.Sequence)
-        {
-            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"A session write needs a sequence of 1 or more and a low-water mark at most the sequence (was sequence {session.Sequence}, low-water {session.LowWater}).", _partition);
-        }
+        CommandLimits.ValidateSession(session, _partition);
         command.Session = session;
         return command;
     }

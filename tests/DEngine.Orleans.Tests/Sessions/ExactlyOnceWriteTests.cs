@@ -169,4 +169,18 @@ public sealed class ExactlyOnceWriteTests(SessionClusterFixture cluster)
         Assert.Equal(2, lost.Arrived);
         Assert.Equal("1", S(await client.GetAsync(key)));
     }
+
+    [Fact]
+    public async Task A_session_write_with_a_malformed_session_is_refused_with_InvalidArgument_before_it_is_sequenced()
+    {
+        const int partition = 2;
+        var key = InPartition(partition, "malformed");
+        await cluster.Client.PutAsync(InPartition(partition), B("activate"));
+        var noId = new ClientSession { Sequence = 1, LowWater = 1, FirstToPartition = true };
+        var lowWaterAbove = new ClientSession { SessionId = ByteString.CopyFrom(new byte[16]), Sequence = 1, LowWater = 2, FirstToPartition = true };
+
+        Assert.Equal(DEngineErrorCode.InvalidArgument, (await Assert.ThrowsAsync<DEngineException>(() => Grain(partition).PutInSession(key, B("x"), 0, noId))).Code);
+        Assert.Equal(DEngineErrorCode.InvalidArgument, (await Assert.ThrowsAsync<DEngineException>(() => Grain(partition).CompareAndSwapInSession(key, null, B("x"), lowWaterAbove))).Code);
+        Assert.Null(await cluster.Client.GetAsync(key));
+    }
 }
