@@ -7,14 +7,22 @@ using Orleans.Configuration;
 
 namespace DEngine.Cli;
 
-/// <summary>An Orleans client connected to a DEngine cluster through static gateways, for one command.</summary>
+/// <summary>
+/// An Orleans client connected to a DEngine cluster through static gateways, for one command. One
+/// <see cref="DEngineClient"/> per invocation, so one client session: the retries of the
+/// invocation's write reuse its (session, sequence) and apply it at most once.
+/// </summary>
 internal sealed class ClusterConnection : IAsyncDisposable
 {
     /// <summary>How long connecting (and the first call to the cluster) may take before the CLI gives up.</summary>
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
 
-    /// <summary>How long one request may wait for its response.</summary>
-    public static readonly TimeSpan ResponseTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// How long one request may wait for its response: a third of the client's write deadline
+    /// (30 s), so a write whose answer died with its gateway or primary is sent again, under the same
+    /// session and sequence, within the deadline.
+    /// </summary>
+    public static readonly TimeSpan ResponseTimeout = TimeSpan.FromSeconds(10);
 
     private const int ConnectRetries = 3;
 

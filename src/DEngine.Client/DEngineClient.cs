@@ -4,23 +4,49 @@ namespace DEngine.Client;
 
 /// <summary>
 /// The client of a DEngine cluster: routes each key to its partition grain (see
-/// <see cref="KeyRouting"/>), fans multi-key operations out per partition, retries retryable errors
-/// with a bounded exponential backoff and throws <see cref="DEngineException"/> otherwise.
-/// Thread-safe; create one per application.
+/// <see cref="KeyRouting"/>), fans multi-key operations out per partition, retries what may be
+/// retried and throws <see cref="DEngineException"/> otherwise. Writes are exactly-once: each client
+/// has a session and numbers its writes, so a write sent again is applied at most once and answered
+/// with the first answer. Thread-safe; create one per application (one session per instance).
 /// </summary>
 /// <remarks>
-/// What is retried (at most <see cref="DEngineClientOptions.MaxRetries"/> times): every call, on an
-/// error that guarantees it was not applied (a retryable <see cref="DEngineException"/>: NotServing,
-/// PartitionUnavailable, StaleEpoch, Overloaded; an Orleans message rejection). Reads (Get, GetMulti,
-/// ScanPrefix, GetTtl, status, snapshot lists) also on a <see cref="TimeoutException"/>: a read changes
-/// nothing, and its answer can take longer than a response timeout while a new primary of a replica
-/// group waits out the old one's lease before it serves (LeaseDuration × (1 + MaxClockDrift), 4.2 s by
-/// default). A write (Put, Delete, CompareAndSwap) that times out is not sent again: it may have been
-/// applied (a retried CAS that had succeeded would report false, a retried Put could overwrite a newer
-/// value), so the caller gets the <see cref="TimeoutException"/> (outcome unknown, like
-/// <see cref="DEngineErrorCode.OutcomeUnknown"/>) and reads the key to learn what happened.
+/// <para>
+/// Writes (Put, Delete, CompareAndSwap) are retried under the same (session, sequence), with
+/// exponential backoff, until they are answered or <see cref="DEngineClientOptions.CallDeadline"/>
+/// (30 s) passes — on every error after which the write may not have been applied: a response
+/// timeout, a dead gateway or silo (an Orleans message rejection or connection error), OutcomeUnknown,
+/// a failover (NotServing, StaleEpoch, PartitionUnavailable) and Overloaded. A retried write that had
+/// been applied returns the recorded answer: the same index, and for a CAS that matched, true.
+/// </para>
+/// <para>
+/// What still reaches the caller of a write, and what it means:
+/// a <see cref="TimeoutException"/> — not answered within the deadline; it may have been applied
+/// (read the key to learn what happened); a retryable <see cref="DEngineException"/> (NotServing,
+/// PartitionUnavailable, StaleEpoch, Overloaded) — every attempt until the deadline was refused
+/// before it was sequenced: not applied; OutcomeUnknown — the partition ended this client's session
+/// while the write was being retried after an attempt that may have been applied (only a client
+/// that retried one write longer than DEngine:SessionTimeout can see it): read the key; LateDuplicate
+/// — a copy of a write the client had already given up on: refused, not applied; InvalidArgument,
+/// TooLarge, FeatureNotEnabled — the request itself is wrong: not applied. SessionExpired does not
+/// reach the caller: when a partition no longer knows the session (idle longer than
+/// DEngine:SessionTimeout), the client continues there under a new session and sends the write
+/// again, because a write refused that way was not applied in any attempt (if an earlier attempt may
+/// have been, the caller gets OutcomeUnknown instead). Other partitions keep their session.
+/// </para>
+/// <para>
+/// Reads (Get, GetMulti, ScanPrefix, GetTtl, status, snapshot lists) are retried at most
+/// <see cref="DEngineClientOptions.MaxRetries"/> times, on a retryable <see cref="DEngineException"/>,
+/// an Orleans message rejection, and a <see cref="TimeoutException"/>: a read changes nothing, and its
+/// answer can take longer than a response timeout while a new primary of a replica group waits out
+/// the old one's lease before it serves (LeaseDuration × (1 + MaxClockDrift), 4.2 s by default).
+/// </para>
+/// <para>
+/// Writes through <see cref="IStateMachineGrain"/> directly (Put, Delete, CompareAndSwap without a
+/// session), and later front doors' clients that send no session, are at-most-once: such a write whose
+/// answer is lost has an unknown outcome, and sending it again may apply it twice.
+/// </para>
 /// </remarks>
-public sealed class DEngineClient
+public sealed partial class DEngineClient
 {
     private readonly IGrainFactory _grains;
     private readonly DEngineClientOptions _options;
@@ -31,6 +57,10 @@ public sealed class DEngineClient
     {
         _grains = grains ?? throw new ArgumentNullException(nameof(grains));
         _options = options ?? new DEngineClientOptions();
+        if (_options.CallDeadline <= TimeSpan.Zero)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"DEngineClientOptions.{nameof(DEngineClientOptions.CallDeadline)} must be positive (was {_options.CallDeadline}).");
+        }
     }
 
     /// <summary>The cluster's partition count, read from the cluster once and cached.</summary>
@@ -57,9 +87,13 @@ public sealed class DEngineClient
         return KeyRouting.PartitionOf(key, partitions);
     }
 
-    /// <summary>Stores a value; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns once durable.</summary>
+    /// <summary>Stores a value; with <paramref name="ttlSeconds"/> &gt; 0 the key expires that many seconds from now. Returns once durable (exactly once, see the remarks).</summary>
     public Task PutAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default) =>
-        CallAsync(key, (value, ttlSeconds), static (grain, key, args) => grain.Put(key, args.value, args.ttlSeconds), read: false, cancellationToken);
+        PutIndexAsync(key, value, ttlSeconds, cancellationToken);
+
+    /// <summary>As <see cref="PutAsync"/>, and returns the log index of the write (a retried write that had been applied returns the index of its first apply).</summary>
+    public Task<ulong> PutIndexAsync(byte[] key, byte[] value, ulong ttlSeconds = 0, CancellationToken cancellationToken = default) =>
+        WriteAsync(key, (value, ttlSeconds), static (grain, key, args, session) => grain.PutInSession(key, args.value, args.ttlSeconds, session), cancellationToken);
 
     /// <summary>The value of <paramref name="key"/>, or null when absent.</summary>
     public Task<byte[]?> GetAsync(byte[] key, CancellationToken cancellationToken = default) =>
@@ -67,11 +101,11 @@ public sealed class DEngineClient
 
     /// <summary>Deletes <paramref name="key"/>; deleting an absent key is not an error.</summary>
     public Task DeleteAsync(byte[] key, CancellationToken cancellationToken = default) =>
-        CallAsync(key, 0, static (grain, key, _) => grain.Delete(key), read: false, cancellationToken);
+        WriteAsync(key, 0, static (grain, key, _, session) => grain.DeleteInSession(key, session), cancellationToken);
 
-    /// <summary>Writes <paramref name="newValue"/> if the value equals <paramref name="expected"/> (null = absent). Returns whether it did.</summary>
+    /// <summary>Writes <paramref name="newValue"/> if the value equals <paramref name="expected"/> (null = absent). Returns whether it did (a retried CAS that had matched returns true).</summary>
     public Task<bool> CompareAndSwapAsync(byte[] key, byte[]? expected, byte[] newValue, CancellationToken cancellationToken = default) =>
-        CallAsync(key, (expected, newValue), static (grain, key, args) => grain.CompareAndSwap(key, args.expected, args.newValue), read: false, cancellationToken);
+        WriteAsync(key, (expected, newValue), static (grain, key, args, session) => grain.CompareAndSwapInSession(key, args.expected, args.newValue, session), cancellationToken);
 
     /// <summary>The TTL state of <paramref name="key"/>.</summary>
     public Task<KeyTtl> GetTtlAsync(byte[] key, CancellationToken cancellationToken = default) =>
@@ -297,11 +331,10 @@ public sealed class DEngineClient
         }
     }
 
-    // A write is retried only on errors that guarantee it was not applied, so retrying even a CAS
-    // is safe: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
-    // message, e.g. because it is stopping; nothing was invoked). Other transport errors are thrown
-    // as they are, because a write may have been applied before the connection failed or the
-    // response timed out. A read changes nothing: one whose response timed out is sent again.
+    // Requests without a session (snapshots, moves) are retried only on errors that guarantee they
+    // did not run: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
+    // message). Writes go through WriteAsync (sessions) instead. A read changes nothing: one whose
+    // response timed out is sent again.
     private static bool IsRetryable(Exception ex, bool read) =>
         ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException || (read && ex is TimeoutException);
 

@@ -3,7 +3,7 @@ namespace DEngine.Client;
 /// <summary>Options of <see cref="DEngineClient"/>.</summary>
 public sealed class DEngineClientOptions
 {
-    /// <summary>Retries of a retryable error (NotServing, PartitionUnavailable, Overloaded; for a read also a response timeout) before it is thrown. Default 8.</summary>
+    /// <summary>Retries of a read (and of snapshot and move requests) on a retryable error (NotServing, PartitionUnavailable, Overloaded, a response timeout) before it is thrown. Default 8. Writes are bounded by <see cref="CallDeadline"/> instead.</summary>
     public int MaxRetries { get; set; } = 8;
 
     /// <summary>First backoff delay; doubles per retry. Default 50 ms.</summary>
@@ -12,6 +12,15 @@ public sealed class DEngineClientOptions
     /// <summary>Largest backoff delay. Default 2 s.</summary>
     public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>Clock for backoff delays.</summary>
+    /// <summary>
+    /// How long one write (Put, Delete, CompareAndSwap) is retried under its session before the caller
+    /// gets a <see cref="TimeoutException"/> (outcome unknown) or, when every attempt was refused
+    /// before it was sequenced, the last refusal. The silo keeps session tombstones longer than the
+    /// default (DEngine:SessionTombstoneRetention); a longer deadline needs a longer retention.
+    /// Default 30 s.
+    /// </summary>
+    public TimeSpan CallDeadline { get; set; } = DEngine.Orleans.ClientRetryDeadline.Default;
+
+    /// <summary>Clock for backoff delays and the call deadline.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }

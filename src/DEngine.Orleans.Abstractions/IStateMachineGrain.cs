@@ -37,6 +37,38 @@ public interface IStateMachineGrain : IGrainWithIntegerKey
     [AlwaysInterleave]
     Task<bool> CompareAndSwap([Immutable] byte[] key, [Immutable] byte[]? expected, [Immutable] byte[] newValue);
 
+    /// <summary>
+    /// <see cref="Put"/> as part of a client session (exactly-once): the partition applies each
+    /// (session, sequence) at most once and answers a repeat with the recorded index. Throws
+    /// SessionExpired (nothing applied: the session is unknown here) or LateDuplicate (the sequence
+    /// is below the session's low-water mark; nothing applied).
+    /// </summary>
+    [AlwaysInterleave]
+    Task<ulong> PutInSession([Immutable] byte[] key, [Immutable] byte[] value, ulong ttlSeconds, [Immutable] ClientSession session);
+
+    /// <summary><see cref="Delete"/> as part of a client session; see <see cref="PutInSession"/>.</summary>
+    [AlwaysInterleave]
+    Task<ulong> DeleteInSession([Immutable] byte[] key, [Immutable] ClientSession session);
+
+    /// <summary>
+    /// <see cref="CompareAndSwap"/> as part of a client session; see <see cref="PutInSession"/>. A
+    /// repeat answers the first apply's outcome (a CAS that matched once stays true).
+    /// </summary>
+    [AlwaysInterleave]
+    Task<bool> CompareAndSwapInSession([Immutable] byte[] key, [Immutable] byte[]? expected, [Immutable] byte[] newValue, [Immutable] ClientSession session);
+
+    /// <summary>
+    /// Plans one bounded session-expiry round now (sessions idle longer than DEngine:SessionTimeout
+    /// end and leave a tombstone; tombstones older than DEngine:SessionTombstoneRetention are purged)
+    /// and queues it through the ordered apply path; returns how many sessions and tombstones it
+    /// planned. The primary also does this by itself on a timer.
+    /// </summary>
+    Task<int> ExpireIdleSessions();
+
+    /// <summary>Whether this partition's state holds a live session <paramref name="sessionId"/> (diagnostics and tests).</summary>
+    [ReadOnly]
+    Task<bool> HasSession([Immutable] byte[] sessionId);
+
     /// <summary>The value of <paramref name="key"/>, or null when absent or expired.</summary>
     [ReadOnly]
     Task<byte[]?> Get([Immutable] byte[] key);

@@ -96,6 +96,31 @@ public sealed class DEngineOptions
     /// </summary>
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Default of <see cref="SessionTimeout"/>: 5 minutes.</summary>
+    public static readonly TimeSpan DEFAULT_SESSION_TIMEOUT = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long a client session may go without a write to a partition before the partition's
+    /// primary ends it there (through the log, like TTL cleanup), leaving a tombstone. Longer than the
+    /// client's retry deadline, so a session never expires under a write that is still being retried.
+    /// Default 5 minutes.
+    /// </summary>
+    public TimeSpan SessionTimeout { get; set; } = DEFAULT_SESSION_TIMEOUT;
+
+    /// <summary>Default of <see cref="SessionTombstoneRetention"/>: 2 minutes.</summary>
+    public static readonly TimeSpan DEFAULT_SESSION_TOMBSTONE_RETENTION = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// How long an expired session's tombstone is kept (a late retry of it is refused with
+    /// SessionExpired, never applied as a new session's first write); then it is purged by the next
+    /// expiry round. At least the client's retry deadline plus the longest message delay: validated to
+    /// exceed the client's default deadline (30 s). Default 2 minutes.
+    /// </summary>
+    public TimeSpan SessionTombstoneRetention { get; set; } = DEFAULT_SESSION_TOMBSTONE_RETENTION;
+
+    /// <summary>Most sessions and tombstones one session-expiry command ends or purges. Default 1000.</summary>
+    public int MaxSessionsPerRound { get; set; } = 1000;
+
     /// <summary>TTL (lease) settings.</summary>
     public LeaseOptions Lease { get; set; } = new();
 
@@ -164,6 +189,18 @@ public sealed class DEngineOptions
         if (ShutdownGrace < TimeSpan.Zero || ShutdownGrace > TimeSpan.FromMinutes(1))
         {
             return $"{SectionName}:{nameof(ShutdownGrace)} must be between 00:00:00 and 00:01:00 (was {ShutdownGrace}).";
+        }
+        if (SessionTimeout <= ClientRetryDeadline.Default || SessionTimeout > TimeSpan.FromDays(7))
+        {
+            return $"{SectionName}:{nameof(SessionTimeout)} must exceed the client's retry deadline ({ClientRetryDeadline.Default}) and be at most 7.00:00:00 (was {SessionTimeout}).";
+        }
+        if (SessionTombstoneRetention <= ClientRetryDeadline.Default || SessionTombstoneRetention > TimeSpan.FromDays(7))
+        {
+            return $"{SectionName}:{nameof(SessionTombstoneRetention)} must exceed the client's retry deadline ({ClientRetryDeadline.Default}) plus the longest message delay, and be at most 7.00:00:00 (was {SessionTombstoneRetention}).";
+        }
+        if (MaxSessionsPerRound is < 1 or > 100_000)
+        {
+            return $"{SectionName}:{nameof(MaxSessionsPerRound)} must be between 1 and 100000 (was {MaxSessionsPerRound}).";
         }
         return Lease.Validate() ?? Replication.Validate();
     }

@@ -44,7 +44,7 @@ public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifeti
         _clientHost = await StartClientHostAsync(Silos);
         Client = _clientHost.Services.GetRequiredService<DEngineClient>();
         var grains = _clientHost.Services.GetRequiredService<IClusterClient>();
-        LoadClient = new DEngineClient(grains, new DEngineClientOptions { MaxRetries = 0 });
+        LoadClient = new DEngineClient(grains, OneAttempt);
     }
 
     /// <summary>
@@ -56,7 +56,7 @@ public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifeti
     public async Task<(IHost Host, DEngineClient Client)> ConnectAsync(IEnumerable<SiloSpec> gateways)
     {
         var host = await StartClientHostAsync(gateways);
-        return (host, new DEngineClient(host.Services.GetRequiredService<IClusterClient>(), new DEngineClientOptions { MaxRetries = 0 }));
+        return (host, new DEngineClient(host.Services.GetRequiredService<IClusterClient>(), OneAttempt));
     }
 
     private static async Task<IHost> StartClientHostAsync(IEnumerable<SiloSpec> gateways)
@@ -83,6 +83,12 @@ public class RedisClusterFixture() : SiloProcessCluster(SiloCount), IAsyncLifeti
         await host.StartAsync();
         return host;
     }
+
+    /// <summary>
+    /// Options of a client that sends each request once: no read retries, and a write deadline that
+    /// has passed when the first attempt fails (writes are otherwise retried for 30 s).
+    /// </summary>
+    private static DEngineClientOptions OneAttempt => new() { MaxRetries = 0, CallDeadline = TimeSpan.FromTicks(1) };
 
     /// <summary>A client that does not retry: a load keeps moving while some partitions are away.</summary>
     public DEngineClient LoadClient { get; private set; } = null!;

@@ -199,6 +199,7 @@ public sealed class Sequencer(int partition, DEngineOptions options, DEngineMetr
                 command.CompareAndSwap.AsOfUnixMs = now;
                 break;
             case WriteCommand.OperationOneofCase.ExpireKeys:
+            case WriteCommand.OperationOneofCase.ExpireSessions:
                 // Planned as of an earlier instant: still expired now; keep the plan's stamp.
                 break;
         }

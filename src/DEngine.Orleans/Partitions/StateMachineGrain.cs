@@ -84,6 +84,7 @@ public sealed partial class StateMachineGrain(
             (callback, due) => this.RegisterGrainTimer(callback, new GrainTimerCreationOptions { DueTime = due, Period = Timeout.InfiniteTimeSpan, Interleave = false }),
             EnsureLeaseReminder,
             _sequencer.Enqueue);
+        CreateSessionExpiry();
         _fence = new FenceRecovery(_partition, () => _state is not PartitionState.Closing && _state.Open?.Engine is { IsFenced: true } engine ? engine : null, time, logger);
         if (Replicated)
         {
@@ -96,6 +97,7 @@ public sealed partial class StateMachineGrain(
             {
                 _state = new PartitionState.Serving(open);
                 _expiry.Rearm();
+                StartSessionExpiry();
             },
             cancellationToken);
         _lastTransfer = activation.LastTransfer;
@@ -132,6 +134,7 @@ public sealed partial class StateMachineGrain(
         var open = new OpenPartition(primary.Copy.Engine, primary.Configuration.Version);
         _state = new PartitionState.Serving(open);
         _expiry.Rearm();
+        StartSessionExpiry();
         // A loop of the primary, not a grain timer: Orleans stops timers as soon as it decides to
         // deactivate the grain, and then waits for running calls, whose commits may need exactly the
         // configuration change (dropping a dead replica) that this loop makes.
@@ -234,6 +237,27 @@ public sealed partial class StateMachineGrain(
     /// <inheritdoc />
     public async Task<ulong> Put(byte[] key, byte[] value, ulong ttlSeconds)
     {
+        var result = await SubmitAsync(PutCommand(key, value, ttlSeconds));
+        return result.Index;
+    }
+
+    /// <inheritdoc />
+    public async Task<ulong> Delete(byte[] key)
+    {
+        var result = await SubmitAsync(DeleteCommand(key));
+        return result.Index;
+    }
+
+    /// <inheritdoc />
+    public async Task<bool> CompareAndSwap(byte[] key, byte[]? expected, byte[] newValue)
+    {
+        var result = await SubmitAsync(CompareAndSwapCommand(key, expected, newValue));
+        return result.Status == ApplyStatus.Applied;
+    }
+
+    /// <summary>The gate and the limits of a Put, then its command (the absolute expiry is stamped when it is sequenced, see <see cref="Sequencer"/>).</summary>
+    private WriteCommand PutCommand(byte[] key, byte[] value, ulong ttlSeconds)
+    {
         Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
         _limits.ValidateValue(value, _partition, ValueSetting);
@@ -248,24 +272,21 @@ public sealed partial class StateMachineGrain(
             {
                 throw new DEngineException(DEngineErrorCode.FeatureNotEnabled, "This cluster has TTLs switched off (DEngine:Lease:Enabled=false). Write without a TTL or enable the feature.", _partition);
             }
-            // The absolute expiry is stamped when the write is sequenced (see Sequencer).
             insert.TtlSecs = ttlSeconds;
         }
-        var result = await SubmitAsync(new WriteCommand { Insert = insert });
-        return result.Index;
+        return new WriteCommand { Insert = insert };
     }
 
-    /// <inheritdoc />
-    public async Task<ulong> Delete(byte[] key)
+    /// <summary>The gate and the limits of a Delete, then its command.</summary>
+    private WriteCommand DeleteCommand(byte[] key)
     {
         Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
-        var result = await SubmitAsync(new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } });
-        return result.Index;
+        return new WriteCommand { Delete = new WriteCommand.Types.Delete { Key = UnsafeByteOperations.UnsafeWrap(key) } };
     }
 
-    /// <inheritdoc />
-    public async Task<bool> CompareAndSwap(byte[] key, byte[]? expected, byte[] newValue)
+    /// <summary>The gate and the limits of a CompareAndSwap, then its command.</summary>
+    private WriteCommand CompareAndSwapCommand(byte[] key, byte[]? expected, byte[] newValue)
     {
         Writable();
         _limits.ValidateKey(key, _partition, KeySetting);
@@ -280,8 +301,7 @@ public sealed partial class StateMachineGrain(
             _limits.ValidateValue(expected, _partition, ValueSetting);
             cas.ExpectedValue = UnsafeByteOperations.UnsafeWrap(expected);
         }
-        var result = await SubmitAsync(new WriteCommand { CompareAndSwap = cas });
-        return result.Status == ApplyStatus.Applied;
+        return new WriteCommand { CompareAndSwap = cas };
     }
 
     /// <summary>
