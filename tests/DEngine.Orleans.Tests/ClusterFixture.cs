@@ -57,6 +57,9 @@ public class ClusterFixture : IAsyncLifetime
                 o.Replication.LeaseDuration = TimeSpan.FromSeconds(2);
                 o.Replication.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
                 o.Replication.ReplicaTimeout = TimeSpan.FromSeconds(3);
+                // No balancing on its own: these tests pick partitions by the silo that leads them; the
+                // balancing tests run rounds explicitly (PrimaryBalancer.RoundAsync).
+                o.Replication.BalanceInterval = TimeSpan.Zero;
                 o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
                 o.Partitions = Partitions;
                 o.WriteBufferMiB = 4;
@@ -162,6 +165,9 @@ public sealed class ReplicatedClusterFixture : ClusterFixture
     /// <summary>The replica registry of silo <paramref name="name"/> (its copies).</summary>
     public DEngine.Orleans.Replication.ReplicaRegistry RegistryOf(string name) =>
         Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider.GetRequiredService<DEngine.Orleans.Replication.ReplicaRegistry>();
+
+    /// <summary>The services of silo <paramref name="name"/> (e.g. its primary balancer).</summary>
+    public IServiceProvider ServicesOf(string name) => Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider;
 }
 
 [CollectionDefinition(Name)]

@@ -1,5 +1,6 @@
 using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Placement;
 using DEngine.Orleans.Replication;
 using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
@@ -22,6 +23,7 @@ public sealed partial class PartitionHandover(
     IClusterMembershipService membership,
     PartitionStore store,
     ReplicaRegistry replicas,
+    PrimaryEligibility eligibility,
     IOptions<DEngineOptions> options,
     TimeProvider time,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
@@ -71,9 +73,12 @@ public sealed partial class PartitionHandover(
     }
 
     /// <summary>
-    /// Replicated partitions: the primary role of each partition this silo leads moves to another active
-    /// replica of its configuration (no data moves: the replica has the log). The copies themselves stay
-    /// here and are closed with the silo.
+    /// Replicated partitions: the primary role of each partition this silo leads moves to another
+    /// eligible replica of its configuration (no data moves: the replica has the log), the least
+    /// loaded one first (<see cref="PrimaryBalancePlan.HandOverTargets"/>), so the roles spread over
+    /// the silos that stay instead of all landing on one. Each handover is clean (see
+    /// <c>ReplicatedPrimary.HandOverAsync</c>): nothing in flight is left OutcomeUnknown and the new
+    /// primary need not wait out this one's lease. The copies themselves stay here and are closed with the silo.
     /// </summary>
     private async Task HandOverPrimariesAsync()
     {
@@ -83,15 +88,17 @@ public sealed partial class PartitionHandover(
             return;
         }
         using var timeout = new CancellationTokenSource(HandoverTimeout, time);
+        var configurations = await Task.WhenAll(Enumerable.Range(0, options.Value.Partitions).Select(p => grains.GetGrain<IPartitionConfigurationGrain>(p).Get()));
+        var roles = configurations
+            .Select((configuration, partition) => (configuration, partition))
+            .Where(x => x.configuration.Primary is not null)
+            .Select(x => new PartitionRoles(x.partition, x.configuration.Primary!.Silo, [.. x.configuration.Replicas.Select(r => r.Silo)]))
+            .ToArray();
+        var eligible = eligibility.EligibleSilos().Where(s => s != silo.Name).ToArray();
+        var targets = PrimaryBalancePlan.HandOverTargets(roles, partitions, eligible);
         await Task.WhenAll(partitions.Select(async partition =>
         {
-            var configuration = await grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
-            var target = configuration.Replicas
-                .Select(r => r.Silo)
-                .Where(s => s != silo.Name && membership.CurrentSnapshot.Members.Values.Any(m => m.Name == s && m.Status == SiloStatus.Active))
-                .Order(StringComparer.Ordinal)
-                .FirstOrDefault();
-            if (target is null)
+            if (!targets.TryGetValue(partition, out var target))
             {
                 LogNoTarget(1);
                 return;
