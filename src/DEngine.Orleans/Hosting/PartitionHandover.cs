@@ -24,6 +24,7 @@ public sealed partial class PartitionHandover(
     PartitionStore store,
     ReplicaRegistry replicas,
     PrimaryEligibility eligibility,
+    LocalSiloStopping stopping,
     IOptions<DEngineOptions> options,
     TimeProvider time,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
@@ -42,6 +43,8 @@ public sealed partial class PartitionHandover(
         {
             return; // an ungraceful stop: no time for a handover
         }
+        // From here on the other silos' balancers hand this silo no role (it is still Active in membership).
+        stopping.Begin();
         if (options.Value.Replication.Factor > 1)
         {
             await HandOverPrimariesAsync();
@@ -82,12 +85,44 @@ public sealed partial class PartitionHandover(
     /// </summary>
     private async Task HandOverPrimariesAsync()
     {
+        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
+        // Twice at most: a role a balancer handed here just before the stop began is handed on too.
+        for (var pass = 0; pass < 2 && replicas.Primaries.Count > 0 && !timeout.IsCancellationRequested; pass++)
+        {
+            await HandOverPrimariesOnceAsync(timeout.Token);
+        }
+        await ReleaseReplicasAsync(timeout.Token);
+        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Asks the primary of every partition this silo holds a replica of to drop it from the
+    /// configuration now: a stopped replica would hold each commit until ReplicaTimeout removes it.
+    /// </summary>
+    private async Task ReleaseReplicasAsync(CancellationToken cancellationToken)
+    {
+        var held = replicas.OpenPartitions.Except(replicas.Primaries).Order().ToArray();
+        await Task.WhenAll(held.Select(async partition =>
+        {
+            try
+            {
+                await grains.GetGrain<IStateMachineGrain>(partition).ReleaseReplica(silo.Name).WaitAsync(HandoverTimeout / 4, time, cancellationToken);
+            }
+            catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or OperationCanceledException)
+            {
+                // Its primary drops this replica after ReplicaTimeout instead.
+                LogReleaseFailed(partition, ex.Message);
+            }
+        }));
+    }
+
+    private async Task HandOverPrimariesOnceAsync(CancellationToken cancellationToken)
+    {
         var partitions = replicas.Primaries.OrderBy(p => p).ToArray();
         if (partitions.Length == 0)
         {
             return;
         }
-        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
         var configurations = await Task.WhenAll(Enumerable.Range(0, options.Value.Partitions).Select(p => grains.GetGrain<IPartitionConfigurationGrain>(p).Get()));
         var roles = configurations
             .Select((configuration, partition) => (configuration, partition))
@@ -103,9 +138,8 @@ public sealed partial class PartitionHandover(
                 LogNoTarget(1);
                 return;
             }
-            await HandOverAsync(partition, target, timeout.Token);
+            await HandOverAsync(partition, target, cancellationToken);
         }));
-        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
     }
 
     private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
@@ -140,6 +174,9 @@ public sealed partial class PartitionHandover(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: handing partition {Partition} to silo {Target} failed; it waits for this silo to return.")]
     private partial void LogHandoverFailed(int partition, string target, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shutdown: partition {Partition}'s primary did not drop this replica ({Reason}); it does so after ReplicaTimeout.")]
+    private partial void LogReleaseFailed(int partition, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: no other active silo to take this silo's {Count} partitions; they wait for it to return.")]
     private partial void LogNoTarget(int count);

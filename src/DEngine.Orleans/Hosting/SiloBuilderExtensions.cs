@@ -48,6 +48,7 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton(sp => sp.GetRequiredService<DataRootLock>().Incarnation);
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
         services.TryAddSingleton<PrimaryEligibility>();
+        services.TryAddSingleton<LocalSiloStopping>();
         services.TryAddSingleton<PrimaryBalancer>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<PrimaryBalancer>());
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, Replication.ReplicationFloorWatch>();

@@ -408,6 +408,44 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     }
 
     /// <summary>
+    /// Removes the replica on <paramref name="silo"/> (a silo stopping gracefully) from the
+    /// configuration now, unless it is this primary, holds no replica, or the floor
+    /// (<see cref="ReplicationOptions.EffectiveMinReplicas"/>) keeps it: a stopped replica would
+    /// otherwise hold every commit for <see cref="ReplicationOptions.ReplicaTimeout"/> until the
+    /// maintenance removes it. It stays a learner (shipped to), so it is added back once it returns.
+    /// </summary>
+    public async Task ReleaseReplicaAsync(string silo)
+    {
+        if (_phase != RolePhase.Leading || Replicator.Failed.IsCompleted || silo == _identity || !Configuration.Contains(silo) || Configuration.Replicas.Length - 1 < _options.EffectiveMinReplicas)
+        {
+            return;
+        }
+        // Not beside a maintenance round: both change the configuration from the same version.
+        var started = _time.GetTimestamp();
+        while (_maintaining)
+        {
+            if (_time.GetElapsedTime(started) > _options.ReplicaTimeout)
+            {
+                return;
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(5), _time);
+        }
+        _maintaining = true;
+        try
+        {
+            if (Configuration.Contains(silo) && await ChangeAsync(Configuration.Without(silo)))
+            {
+                Replicator.Demote(silo);
+                LogReleased(_partition, silo, Configuration.Version);
+            }
+        }
+        finally
+        {
+            _maintaining = false;
+        }
+    }
+
+    /// <summary>
     /// Waits until no chunk is in flight and no maintenance round runs (the handover's configuration
     /// change must not race one). False when that takes longer than <paramref name="bound"/> or this primary stopped.
     /// </summary>
@@ -508,6 +546,9 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: silo {Silo} caught up and is a replica again (configuration version {Version}).")]
     private partial void LogAdded(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: replica {Silo} is stopping and was removed (configuration version {Version}); it is caught up and added back when it returns.")]
+    private partial void LogReleased(int partition, string silo, ulong version);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: primary role handed over to silo {Silo} (configuration version {Version}); nothing was in flight.")]
     private partial void LogHandedOver(int partition, string silo, ulong version);

@@ -462,6 +462,17 @@ public sealed partial class StateMachineGrain(
         }
     }
 
+    /// <inheritdoc />
+    public async Task ReleaseReplica(string siloName)
+    {
+        Serving();
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        if (_primary is { } primary)
+        {
+            await primary.ReleaseReplicaAsync(siloName);
+        }
+    }
+
     // ------------------------------------------------------------ snapshots
 
     /// <inheritdoc />

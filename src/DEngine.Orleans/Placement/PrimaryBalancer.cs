@@ -133,6 +133,11 @@ public sealed partial class PrimaryBalancer(
     {
         try
         {
+            if (!await grains.GetGrain<IPrimaryTargetGrain>(move.To).AcceptsPrimaries())
+            {
+                LogMoveFailed(move.Partition, move.To, "it is stopping");
+                return;
+            }
             await grains.GetGrain<IStateMachineGrain>(move.Partition).MoveTo(move.To);
             LogMoved(move.Partition, move.From, move.To);
         }

@@ -131,4 +131,30 @@ public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
             Assert.Equal("yes", S(await cluster.Client.GetAsync(key)));
         }
     }
+
+    [Fact]
+    public async Task A_silo_stopping_gracefully_leaves_every_configuration_before_it_stops_so_no_commit_waits_for_it()
+    {
+        var leaving = cluster.LiveSilos[2];
+        for (var partition = 0; partition < ClusterFixture.Partitions; partition++)
+        {
+            await SettledAsync(partition);
+        }
+        await cluster.StopSiloAsync(leaving);
+        try
+        {
+            // Read at once: a replica only timed out (ReplicaTimeout, 3 s here) would still be listed.
+            var configurations = await Task.WhenAll(Enumerable.Range(0, ClusterFixture.Partitions).Select(ConfigurationOf));
+            Assert.All(configurations, c => Assert.False(c.Contains(leaving), $"{leaving} still in {c}"));
+            Assert.All(configurations, c => Assert.Equal(2, c.Replicas.Length));
+        }
+        finally
+        {
+            await cluster.StartSiloAsync(leaving);
+        }
+        for (var partition = 0; partition < ClusterFixture.Partitions; partition++)
+        {
+            await SettledAsync(partition);
+        }
+    }
 }
