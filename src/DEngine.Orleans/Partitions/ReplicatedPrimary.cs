@@ -39,6 +39,9 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     private long _inFlightWrites;
     private bool _maintaining;
     private RolePhase _phase = RolePhase.Leading;
+    // Silos (by address: a restart is a new address) that are stopping and left the configuration
+    // (ReleaseReplicaAsync): not added back while that process lives, or they would hold commits again.
+    private readonly HashSet<global::Orleans.Runtime.SiloAddress> _released = [];
 
     /// <summary>Where this primary is in its role: leading, or handing it over (see <see cref="HandOverAsync"/>).</summary>
     private enum RolePhase
@@ -308,7 +311,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
                     {
                         break;
                     }
-                    if (!Configuration.Contains(silo) && learners.Add(silo))
+                    if (!Configuration.Contains(silo) && !IsReleased(silo) && learners.Add(silo))
                     {
                         Replicator.AddLearner(silo);
                     }
@@ -316,7 +319,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             }
             foreach (var silo in Replicator.CaughtUpLearners())
             {
-                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo))
+                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo) || IsReleased(silo))
                 {
                     continue;
                 }
@@ -430,6 +433,10 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             }
             await Task.Delay(TimeSpan.FromMilliseconds(5), _time);
         }
+        if (_members.FindActive(silo) is { } address)
+        {
+            _released.Add(address);
+        }
         _maintaining = true;
         try
         {
@@ -444,6 +451,9 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             _maintaining = false;
         }
     }
+
+    /// <summary>True when <paramref name="silo"/>'s running process stopping released its replica (see <see cref="ReleaseReplicaAsync"/>).</summary>
+    private bool IsReleased(string silo) => _released.Count > 0 && _members.FindActive(silo) is { } address && _released.Contains(address);
 
     /// <summary>
     /// Waits until no chunk is in flight and no maintenance round runs (the handover's configuration
