@@ -128,6 +128,9 @@ public class ClusterFixture : IAsyncLifetime
         _live[name] = (handle, instance);
     }
 
+    /// <summary>The services of silo <paramref name="name"/> (e.g. its primary balancer).</summary>
+    public IServiceProvider ServicesOf(string name) => Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider;
+
     /// <summary>The silo name in a partition status ("NAME (ADDRESS)").</summary>
     public static string SiloOf(PartitionStatus status) => status.Silo[..status.Silo.IndexOf(' ', StringComparison.Ordinal)];
 
@@ -165,9 +168,6 @@ public sealed class ReplicatedClusterFixture : ClusterFixture
     /// <summary>The replica registry of silo <paramref name="name"/> (its copies).</summary>
     public DEngine.Orleans.Replication.ReplicaRegistry RegistryOf(string name) =>
         Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider.GetRequiredService<DEngine.Orleans.Replication.ReplicaRegistry>();
-
-    /// <summary>The services of silo <paramref name="name"/> (e.g. its primary balancer).</summary>
-    public IServiceProvider ServicesOf(string name) => Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider;
 }
 
 [CollectionDefinition(Name)]

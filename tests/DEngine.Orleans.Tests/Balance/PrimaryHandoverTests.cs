@@ -10,10 +10,12 @@ namespace DEngine.Orleans.Tests.Balance;
 
 /// <summary>
 /// Clean handovers of the primary role and the balancer's rounds on the in-process 3-silo cluster
-/// with replica groups of three (its balancer loop is off: rounds are run here explicitly).
+/// with replica groups of three (its balancer loop is off: rounds are run here explicitly). A cluster
+/// of their own: they activate and move every partition, and the tests of the shared replicated
+/// cluster find partitions led by a given silo by activating fresh ones.
 /// </summary>
-[Collection(ReplicatedClusterCollection.Name)]
-public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
+[Collection(BalanceClusterCollection.Name)]
+public sealed class PrimaryHandoverTests(BalanceClusterFixture cluster)
 {
     private static readonly TimeSpan Settle = TimeSpan.FromSeconds(60);
 
@@ -24,6 +26,33 @@ public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
     {
         await cluster.Client.PutAsync(InPartition(partition, "activate"), B("x"));
         await Poll.UntilAsync(async () => (await ConfigurationOf(partition)).Replicas.Length == 3, Settle, $"partition {partition} has three replicas");
+    }
+
+    /// <summary>
+    /// Runs balancing rounds on every live silo until one moves nothing; returns the moves. The tests
+    /// here end with it too: the other tests of this cluster pick partitions by the silo leading them.
+    /// </summary>
+    private async Task<List<PrimaryMove>> RebalanceAsync()
+    {
+        var silos = cluster.LiveSilos;
+        var moves = new List<PrimaryMove>();
+        for (var round = 0; round < 20; round++)
+        {
+            var planned = 0;
+            foreach (var silo in silos)
+            {
+                var started = await cluster.ServicesOf(silo).GetRequiredService<PrimaryBalancer>().RoundAsync();
+                moves.AddRange(started);
+                planned += started.Count;
+            }
+            // Each handed-over role must be up at its new silo before that silo counts it as its own.
+            await Poll.UntilAsync(async () => (await Task.WhenAll(Enumerable.Range(0, ClusterFixture.Partitions).Select(p => cluster.Client.GetPartitionStatusAsync(p)))).All(s => s.Replication is not null), Settle, "every partition serves");
+            if (planned == 0)
+            {
+                break;
+            }
+        }
+        return moves;
     }
 
     [Fact]
@@ -79,6 +108,7 @@ public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
         var values = await cluster.Client.GetMultiAsync([.. keys.Select(B)]);
         var wrong = keys.Zip(values).Where(p => S(p.Second) != acked[p.First]).Select(p => p.First).ToArray();
         Assert.True(wrong.Length == 0, $"{wrong.Length} of {keys.Length} acknowledged writes are missing or wrong after the handover (longest write {longest.TotalMilliseconds:0} ms)");
+        await RebalanceAsync();
     }
 
     [Fact]
@@ -96,23 +126,7 @@ public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
         }
         Assert.All(await Task.WhenAll(Enumerable.Range(0, ClusterFixture.Partitions).Select(ConfigurationOf)), c => Assert.Equal(first, c.Primary!.Silo));
 
-        var moves = new List<PrimaryMove>();
-        for (var round = 0; round < 20; round++)
-        {
-            var planned = 0;
-            foreach (var silo in silos)
-            {
-                var started = await cluster.ServicesOf(silo).GetRequiredService<PrimaryBalancer>().RoundAsync();
-                moves.AddRange(started);
-                planned += started.Count;
-            }
-            // Each handed-over role must be up at its new silo before that silo counts it as its own.
-            await Poll.UntilAsync(async () => (await Task.WhenAll(Enumerable.Range(0, ClusterFixture.Partitions).Select(p => cluster.Client.GetPartitionStatusAsync(p)))).All(s => s.Replication is not null), Settle, "every partition serves");
-            if (planned == 0)
-            {
-                break;
-            }
-        }
+        var moves = await RebalanceAsync();
         var configurations = await Task.WhenAll(Enumerable.Range(0, ClusterFixture.Partitions).Select(ConfigurationOf));
         var loads = silos.ToDictionary(s => s, s => configurations.Count(c => c.Primary!.Silo == s));
         Assert.True(loads.Values.Max() - loads.Values.Min() <= 1, $"primaries per silo: {string.Join(", ", loads)}");
@@ -156,5 +170,19 @@ public sealed class PrimaryHandoverTests(ReplicatedClusterFixture cluster)
         {
             await SettledAsync(partition);
         }
+        await RebalanceAsync();
     }
+}
+
+/// <summary>A 3-silo in-process cluster with replica groups of three for the balancing and handover tests alone.</summary>
+public sealed class BalanceClusterFixture : ClusterFixture
+{
+    /// <inheritdoc />
+    protected override int ReplicationFactor => 3;
+}
+
+[CollectionDefinition(Name)]
+public sealed class BalanceClusterCollection : ICollectionFixture<BalanceClusterFixture>
+{
+    public const string Name = "balance-cluster";
 }
