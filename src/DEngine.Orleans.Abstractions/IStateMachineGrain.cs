@@ -106,6 +106,14 @@ public interface IStateMachineGrain : IGrainWithIntegerKey
     /// </summary>
     Task MoveTo(string siloName);
 
+    /// <summary>
+    /// A replicated partition's primary removes the replica on <paramref name="siloName"/>, a silo that
+    /// is stopping gracefully, from the configuration now (never below MinReplicas), so commits do not
+    /// wait for it until it times out; it is added back once it returns and catches up. Nothing
+    /// happens when it holds no replica, is the primary, or the floor keeps it.
+    /// </summary>
+    Task ReleaseReplica(string siloName);
+
     /// <summary>Applied position, epoch, hosting silo, estimated key count and latest snapshot.</summary>
     [ReadOnly]
     Task<PartitionStatus> GetStatus();

@@ -13,6 +13,12 @@ if (args.Length > 0 && args[0] == "soak")
     return await Soak.RunAsync(args[1..]);
 }
 
+if (args.Length > 0 && args[0] == "rolling-restart")
+{
+    // Opt-in, like soak: real silo processes and redis-server; latency during a roll against no roll, in one run.
+    return await RollingRestart.RunAsync(args[1..]);
+}
+
 BenchOptions options;
 try
 {

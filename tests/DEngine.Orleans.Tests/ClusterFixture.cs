@@ -57,6 +57,9 @@ public class ClusterFixture : IAsyncLifetime
                 o.Replication.LeaseDuration = TimeSpan.FromSeconds(2);
                 o.Replication.HeartbeatInterval = TimeSpan.FromMilliseconds(500);
                 o.Replication.ReplicaTimeout = TimeSpan.FromSeconds(3);
+                // No balancing on its own: these tests pick partitions by the silo that leads them; the
+                // balancing tests run rounds explicitly (PrimaryBalancer.RoundAsync).
+                o.Replication.BalanceInterval = TimeSpan.Zero;
                 o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
                 o.Partitions = Partitions;
                 o.WriteBufferMiB = 4;
@@ -124,6 +127,9 @@ public class ClusterFixture : IAsyncLifetime
         var handle = await Cluster.StartSiloAsync(instance, Cluster.Options);
         _live[name] = (handle, instance);
     }
+
+    /// <summary>The services of silo <paramref name="name"/> (e.g. its primary balancer).</summary>
+    public IServiceProvider ServicesOf(string name) => Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider;
 
     /// <summary>The silo name in a partition status ("NAME (ADDRESS)").</summary>
     public static string SiloOf(PartitionStatus status) => status.Silo[..status.Silo.IndexOf(' ', StringComparison.Ordinal)];

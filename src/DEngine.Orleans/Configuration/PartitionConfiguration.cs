@@ -26,6 +26,16 @@ public sealed record PartitionConfiguration(
     [property: Id(1)] ReplicaId? Primary,
     [property: Id(2)] ImmutableArray<ReplicaId> Replicas)
 {
+    /// <summary>
+    /// Set only on a configuration written by a clean handover: the primary of the version before it,
+    /// which wrote this one itself after it had stopped serving reads, refused new writes and seen
+    /// every chunk in flight committed. The primary it names may then serve reads without waiting out
+    /// that primary's lease (see <c>ReplicatedActivation</c>). Null on every other configuration
+    /// (<see cref="Next()"/> clears it, so an edit of a handed-over configuration never carries it on).
+    /// </summary>
+    [Id(3)]
+    public ReplicaId? HandedOverBy { get; init; }
+
     /// <summary>The configuration of a partition that never had one: version 0, no replicas.</summary>
     public static PartitionConfiguration Empty { get; } = new(0, null, []);
 
@@ -74,7 +84,7 @@ public sealed record PartitionConfiguration(
     public PartitionConfiguration WithPrimary(ReplicaId primary) => WithReplica(primary) with { Primary = primary };
 
     /// <summary>This configuration as a proposal: version + 1.</summary>
-    public PartitionConfiguration Next() => this with { Version = checked(Version + 1) };
+    public PartitionConfiguration Next() => this with { Version = checked(Version + 1), HandedOverBy = null };
 
     /// <summary>A proposal at version + 1 with the given primary and replicas (the primary is added to the replicas if missing).</summary>
     public PartitionConfiguration Next(ReplicaId primary, IEnumerable<ReplicaId> replicas) =>
@@ -141,7 +151,7 @@ public sealed record PartitionConfiguration(
 
     /// <inheritdoc />
     public bool Equals(PartitionConfiguration? other) =>
-        other is not null && Version == other.Version && Primary == other.Primary && ReplicasOrEmpty.SequenceEqual(other.ReplicasOrEmpty);
+        other is not null && Version == other.Version && Primary == other.Primary && HandedOverBy == other.HandedOverBy && ReplicasOrEmpty.SequenceEqual(other.ReplicasOrEmpty);
 
     /// <inheritdoc />
     public override int GetHashCode()
@@ -149,6 +159,7 @@ public sealed record PartitionConfiguration(
         var hash = new HashCode();
         hash.Add(Version);
         hash.Add(Primary);
+        hash.Add(HandedOverBy);
         foreach (var replica in ReplicasOrEmpty)
         {
             hash.Add(replica);
@@ -157,7 +168,7 @@ public sealed record PartitionConfiguration(
     }
 
     /// <inheritdoc />
-    public override string ToString() => $"v{Version} primary={Primary?.ToString() ?? "none"} replicas=[{string.Join(", ", ReplicasOrEmpty)}]";
+    public override string ToString() => $"v{Version} primary={Primary?.ToString() ?? "none"} replicas=[{string.Join(", ", ReplicasOrEmpty)}]{(HandedOverBy is null ? "" : $" handed over by {HandedOverBy}")}";
 
     private ImmutableArray<ReplicaId> ReplicasOrEmpty => Replicas.IsDefault ? [] : Replicas;
 }

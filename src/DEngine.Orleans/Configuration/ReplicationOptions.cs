@@ -49,6 +49,12 @@ public sealed class ReplicationOptions
     /// <summary>Largest <see cref="MaxChunksInFlight"/> accepted.</summary>
     public const int MAX_CHUNKS_IN_FLIGHT = 64;
 
+    /// <summary>Default of <see cref="BalanceInterval"/>: 10 s.</summary>
+    public static readonly TimeSpan DEFAULT_BALANCE_INTERVAL = TimeSpan.FromSeconds(10);
+
+    /// <summary>Default of <see cref="MaxConcurrentHandovers"/>: 2.</summary>
+    public const int DEFAULT_MAX_CONCURRENT_HANDOVERS = 2;
+
     private const string Section = DEngineOptions.SectionName + ":Replication:";
 
     /// <summary>Silos that hold each partition (the primary included). Default 3 (see <see cref="DEFAULT_FACTOR"/>); 1 is a single copy.</summary>
@@ -107,6 +113,17 @@ public sealed class ReplicationOptions
     /// </summary>
     public int MaxChunksInFlight { get; set; } = DEFAULT_MAX_CHUNKS_IN_FLIGHT;
 
+    /// <summary>
+    /// How often the primary balancer compares the primary roles per live silo (and also right after
+    /// silos join or leave): a silo leading two or more partitions above another eligible replica
+    /// hands primary roles over to it, so they end within one of even. 00:00:00 turns balancing off.
+    /// Default 10 s; at most 1 hour.
+    /// </summary>
+    public TimeSpan BalanceInterval { get; set; } = DEFAULT_BALANCE_INTERVAL;
+
+    /// <summary>Most primary handovers one balancing round starts (each pauses its partition's writes for about a commit round). Default 2; 1 to 64.</summary>
+    public int MaxConcurrentHandovers { get; set; } = DEFAULT_MAX_CONCURRENT_HANDOVERS;
+
     /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
     public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
 
@@ -164,6 +181,14 @@ public sealed class ReplicationOptions
         if (MaxChunksInFlight is < 1 or > MAX_CHUNKS_IN_FLIGHT)
         {
             return $"{Section}{nameof(MaxChunksInFlight)} must be between 1 and {MAX_CHUNKS_IN_FLIGHT} (was {MaxChunksInFlight}).";
+        }
+        if (BalanceInterval < TimeSpan.Zero || BalanceInterval > TimeSpan.FromHours(1))
+        {
+            return $"{Section}{nameof(BalanceInterval)} must be between 00:00:00 (off) and 01:00:00 (was {BalanceInterval}).";
+        }
+        if (MaxConcurrentHandovers is < 1 or > 64)
+        {
+            return $"{Section}{nameof(MaxConcurrentHandovers)} must be between 1 and 64 (was {MaxConcurrentHandovers}).";
         }
         if (LogCompactionEntries < 1)
         {

@@ -1,5 +1,6 @@
 using DEngine.Orleans.Configuration;
 using DEngine.Orleans.Ownership;
+using DEngine.Orleans.Placement;
 using DEngine.Orleans.Replication;
 using DEngine.Orleans.Snapshots;
 using DEngine.Orleans.Storage;
@@ -22,6 +23,8 @@ public sealed partial class PartitionHandover(
     IClusterMembershipService membership,
     PartitionStore store,
     ReplicaRegistry replicas,
+    PrimaryEligibility eligibility,
+    LocalSiloStopping stopping,
     IOptions<DEngineOptions> options,
     TimeProvider time,
     ILogger<PartitionHandover> logger) : ILifecycleParticipant<ISiloLifecycle>
@@ -40,6 +43,8 @@ public sealed partial class PartitionHandover(
         {
             return; // an ungraceful stop: no time for a handover
         }
+        // From here on the other silos' balancers hand this silo no role (it is still Active in membership).
+        stopping.Begin();
         if (options.Value.Replication.Factor > 1)
         {
             await HandOverPrimariesAsync();
@@ -71,34 +76,70 @@ public sealed partial class PartitionHandover(
     }
 
     /// <summary>
-    /// Replicated partitions: the primary role of each partition this silo leads moves to another active
-    /// replica of its configuration (no data moves: the replica has the log). The copies themselves stay
-    /// here and are closed with the silo.
+    /// Replicated partitions: the primary role of each partition this silo leads moves to another
+    /// eligible replica of its configuration (no data moves: the replica has the log), the least
+    /// loaded one first (<see cref="PrimaryBalancePlan.HandOverTargets"/>), so the roles spread over
+    /// the silos that stay instead of all landing on one. Each handover is clean (see
+    /// <c>ReplicatedPrimary.HandOverAsync</c>): nothing in flight is left OutcomeUnknown and the new
+    /// primary need not wait out this one's lease. The copies themselves stay here and are closed with the silo.
     /// </summary>
     private async Task HandOverPrimariesAsync()
+    {
+        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
+        // Twice at most: a role a balancer handed here just before the stop began is handed on too.
+        for (var pass = 0; pass < 2 && replicas.Primaries.Count > 0 && !timeout.IsCancellationRequested; pass++)
+        {
+            await HandOverPrimariesOnceAsync(timeout.Token);
+        }
+        await ReleaseReplicasAsync(timeout.Token);
+        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Asks the primary of every partition this silo holds a replica of to drop it from the
+    /// configuration now: a stopped replica would hold each commit until ReplicaTimeout removes it.
+    /// </summary>
+    private async Task ReleaseReplicasAsync(CancellationToken cancellationToken)
+    {
+        var held = replicas.OpenPartitions.Except(replicas.Primaries).Order().ToArray();
+        await Task.WhenAll(held.Select(async partition =>
+        {
+            try
+            {
+                await grains.GetGrain<IStateMachineGrain>(partition).ReleaseReplica(silo.Name).WaitAsync(HandoverTimeout / 4, time, cancellationToken);
+            }
+            catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException or OperationCanceledException)
+            {
+                // Its primary drops this replica after ReplicaTimeout instead.
+                LogReleaseFailed(partition, ex.Message);
+            }
+        }));
+    }
+
+    private async Task HandOverPrimariesOnceAsync(CancellationToken cancellationToken)
     {
         var partitions = replicas.Primaries.OrderBy(p => p).ToArray();
         if (partitions.Length == 0)
         {
             return;
         }
-        using var timeout = new CancellationTokenSource(HandoverTimeout, time);
+        var configurations = await Task.WhenAll(Enumerable.Range(0, options.Value.Partitions).Select(p => grains.GetGrain<IPartitionConfigurationGrain>(p).Get()));
+        var roles = configurations
+            .Select((configuration, partition) => (configuration, partition))
+            .Where(x => x.configuration.Primary is not null)
+            .Select(x => new PartitionRoles(x.partition, x.configuration.Primary!.Silo, [.. x.configuration.Replicas.Select(r => r.Silo)]))
+            .ToArray();
+        var eligible = eligibility.EligibleSilos().Where(s => s != silo.Name).ToArray();
+        var targets = PrimaryBalancePlan.HandOverTargets(roles, partitions, eligible);
         await Task.WhenAll(partitions.Select(async partition =>
         {
-            var configuration = await grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
-            var target = configuration.Replicas
-                .Select(r => r.Silo)
-                .Where(s => s != silo.Name && membership.CurrentSnapshot.Members.Values.Any(m => m.Name == s && m.Status == SiloStatus.Active))
-                .Order(StringComparer.Ordinal)
-                .FirstOrDefault();
-            if (target is null)
+            if (!targets.TryGetValue(partition, out var target))
             {
                 LogNoTarget(1);
                 return;
             }
-            await HandOverAsync(partition, target, timeout.Token);
+            await HandOverAsync(partition, target, cancellationToken);
         }));
-        await Task.Delay(options.Value.ShutdownGrace, time, CancellationToken.None);
     }
 
     private async Task HandOverAsync(int partition, string target, CancellationToken cancellationToken)
@@ -133,6 +174,9 @@ public sealed partial class PartitionHandover(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: handing partition {Partition} to silo {Target} failed; it waits for this silo to return.")]
     private partial void LogHandoverFailed(int partition, string target, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shutdown: partition {Partition}'s primary did not drop this replica ({Reason}); it does so after ReplicaTimeout.")]
+    private partial void LogReleaseFailed(int partition, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Shutdown: no other active silo to take this silo's {Count} partitions; they wait for it to return.")]
     private partial void LogNoTarget(int count);

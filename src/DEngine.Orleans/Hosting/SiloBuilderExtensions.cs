@@ -47,6 +47,10 @@ public static class SiloBuilderExtensions
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataRootLock>());
         services.TryAddSingleton(sp => sp.GetRequiredService<DataRootLock>().Incarnation);
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, PartitionHandover>();
+        services.TryAddSingleton<PrimaryEligibility>();
+        services.TryAddSingleton<LocalSiloStopping>();
+        services.TryAddSingleton<PrimaryBalancer>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<PrimaryBalancer>());
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, Replication.ReplicationFloorWatch>();
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());

@@ -23,7 +23,8 @@ namespace DEngine.Orleans.Partitions;
 /// this copy lacks of it. Any replica of the latest configuration holds every committed entry, so
 /// this only keeps entries that may have been committed without the old primary saying so.</item>
 /// <item>Write a Noop in the new term and wait until it is committed (everything before it is then
-/// committed and applied here) and the old lease is over; only then serve.</item>
+/// committed and applied here) and the old lease is over (not waited for after a clean handover
+/// to this silo, see <see cref="ReplicatedPrimary.HandOverAsync"/>); only then serve.</item>
 /// </list>
 /// A new partition (version 0) is the same path with the replicas chosen from the active silos.
 /// </remarks>
@@ -93,7 +94,7 @@ public sealed partial class ReplicatedActivation(
             throw Unavailable($"silo '{change.Current.Primary?.Silo}' became its primary first (version {change.Current.Version}). Retry.");
         }
         await TakeLongestLogAsync(copy, version, answered);
-        var leaseWait = ownLeaseOnly ? TimeSpan.Zero : Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
+        var leaseWait = LeaseWait(config, identity, ownLeaseOnly, Replication.NewPrimaryReadDelay, time.GetElapsedTime(lastAcknowledged));
         var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, registry.Metrics);
         await primary.StartAsync(leaseWait);
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);
@@ -102,6 +103,27 @@ public sealed partial class ReplicatedActivation(
             LogBelowFloor(logger, partition, change.Current.Replicas.Length, Replication.EffectiveMinReplicas);
         }
         return primary;
+    }
+
+    /// <summary>
+    /// How long a new primary on <paramref name="identity"/> waits before serving reads, having won the
+    /// compare-and-swap from <paramref name="stored"/>: <paramref name="readDelay"/> (LeaseDuration ×
+    /// (1 + MaxClockDrift)) less the time since its copy last acknowledged the old primary
+    /// (<paramref name="sinceLastAcknowledged"/>), or nothing when no other lease can still run:
+    /// <list type="bullet">
+    /// <item><paramref name="ownLeaseOnly"/>: the last primary was this process's own activation, gone now.</item>
+    /// <item>A clean handover to this silo (<see cref="PartitionConfiguration.HandedOverBy"/>, written by
+    /// <see cref="ReplicatedPrimary.HandOverAsync"/>): the primary of the version before wrote the
+    /// stored configuration itself, after it had stopped serving reads for good; winning the swap from
+    /// exactly that version means nobody took over in between; and that primary had waited out every
+    /// older lease before it first served. A takeover of any other kind (a crash, a handover to
+    /// another silo or of unknown outcome) carries no mark and waits.</item>
+    /// </list>
+    /// </summary>
+    internal static TimeSpan LeaseWait(PartitionConfiguration stored, string identity, bool ownLeaseOnly, TimeSpan readDelay, TimeSpan sinceLastAcknowledged)
+    {
+        var handedOverHere = stored.Version > 0 && stored.HandedOverBy is not null && stored.Primary?.Silo == identity;
+        return ownLeaseOnly || handedOverHere ? TimeSpan.Zero : readDelay - sinceLastAcknowledged;
     }
 
     /// <summary>The silo to move to when the activation is in the wrong place, or null.</summary>

@@ -39,6 +39,23 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     private ulong _noopIndex;
     private long _inFlightWrites;
     private bool _maintaining;
+    private RolePhase _phase = RolePhase.Leading;
+    // Silos (by address: a restart is a new address) that are stopping and left the configuration
+    // (ReleaseReplicaAsync): not added back while that process lives, or they would hold commits again.
+    private readonly HashSet<global::Orleans.Runtime.SiloAddress> _released = [];
+
+    /// <summary>Where this primary is in its role: leading, or handing it over (see <see cref="HandOverAsync"/>).</summary>
+    private enum RolePhase
+    {
+        /// <summary>Sequencing writes and (with the lease) serving reads.</summary>
+        Leading,
+
+        /// <summary>Refusing new writes while the chunks in flight commit; reads still served (nobody else leads yet).</summary>
+        Draining,
+
+        /// <summary>Gave up its lease and named the next primary (or is about to): serves nothing, for good.</summary>
+        HandedOver,
+    }
 
     /// <summary>Builds the role over the promoted local copy and the stored configuration it won.</summary>
     /// <remarks><paramref name="metrics"/> receives the replication lag and commit latency; null: recorded nowhere.</remarks>
@@ -125,8 +142,17 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         }
     }
 
-    /// <summary>True when a read may be served here now: the old primary's lease is over and this one holds its own.</summary>
-    public bool CanRead() => !Replicator.Failed.IsCompleted && _time.GetTimestamp() >= ReadsFrom && Replicator.HoldsLease();
+    /// <summary>True when a read may be served here now: the old primary's lease is over, this one holds its own and has not handed its role over.</summary>
+    public bool CanRead() => _phase != RolePhase.HandedOver && !Replicator.Failed.IsCompleted && _time.GetTimestamp() >= ReadsFrom && Replicator.HoldsLease();
+
+    /// <summary>Throws the retryable NotServing a write gets while the primary role is being handed over (nothing of it is sequenced).</summary>
+    public void ThrowIfHandingOver()
+    {
+        if (_phase != RolePhase.Leading)
+        {
+            throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: its primary role is being handed over to another replica; nothing of this write was applied. Retry: the new primary answers in a moment.", _partition);
+        }
+    }
 
     /// <summary>Throws the retryable error a write gets while the configuration is below the floor.</summary>
     public void ThrowIfTooFewReplicas()
@@ -219,6 +245,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             // Never sequenced: not applied anywhere, safe to retry at the current primary.
             throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: this primary stopped ({Replicator.Failed.Result.Detail}); nothing of this write was applied. Retry.", _partition);
         }
+        ThrowIfHandingOver();
         ThrowIfTooFewReplicas();
         var entries = new Entry[chunk.Count];
         for (var i = 0; i < entries.Length; i++)
@@ -286,7 +313,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// </summary>
     public async Task MaintainAsync()
     {
-        if (_maintaining || Replicator.Failed.IsCompleted)
+        if (_maintaining || Replicator.Failed.IsCompleted || _phase != RolePhase.Leading)
         {
             return;
         }
@@ -323,7 +350,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
                     {
                         break;
                     }
-                    if (!Configuration.Contains(silo) && learners.Add(silo))
+                    if (!Configuration.Contains(silo) && !IsReleased(silo) && learners.Add(silo))
                     {
                         Replicator.AddLearner(silo);
                     }
@@ -331,7 +358,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             }
             foreach (var silo in Replicator.CaughtUpLearners())
             {
-                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo))
+                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo) || IsReleased(silo))
                 {
                     continue;
                 }
@@ -356,28 +383,149 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     }
 
     /// <summary>
-    /// Names <paramref name="silo"/>, a replica, as the primary in the stored configuration (the caller
-    /// then migrates the activation there, which takes over with a higher version). Throws
-    /// InvalidArgument when it holds no replica.
+    /// Hands the primary role to <paramref name="silo"/>, a replica, cleanly: stops sequencing (new
+    /// writes get a retryable NotServing, nothing of them applied), waits until every chunk in flight
+    /// is committed and answered (at most <see cref="ReplicationOptions.ReplicaTimeout"/>; past that
+    /// the handover is called off and this primary leads on), gives up its lease (serves no read from
+    /// then on), and only then stores the configuration naming the new primary, marked as handed over
+    /// by this one (<see cref="PartitionConfiguration.HandedOverBy"/>). The caller then migrates the
+    /// activation there, which takes over with a higher version.
     /// </summary>
+    /// <remarks>
+    /// Why the new primary may serve reads at once (no lease wait): a primary serves a read only while
+    /// <see cref="CanRead"/>, and this one made it false for good before the configuration change
+    /// was stored, so this primary's last read precedes the store, which precedes the new primary's
+    /// reading it — an order in real time, not by any clock. No older primary can serve either: this
+    /// one waited out their leases before it first served (or took over cleanly itself, by the same
+    /// argument). And no third primary can exist in between: the new one serves only if its own
+    /// compare-and-swap from exactly this handed-over version wins. A takeover of any other kind (a
+    /// crash, a handover whose outcome is unknown) still waits the full lease.
+    /// Writes refused meanwhile are retried by the client; the chunks in flight are answered
+    /// normally (none is left OutcomeUnknown by a handover).
+    /// </remarks>
+    /// <exception cref="DEngineException">
+    /// InvalidArgument when <paramref name="silo"/> holds no replica; NotServing when a handover is
+    /// already running or this primary stopped; PartitionUnavailable when the chunks in flight did not
+    /// commit within the bound (nothing changed, this primary leads on) or the configuration changed
+    /// meanwhile; StorageFailure when storing the change failed (this primary stops: the outcome is unknown).
+    /// </exception>
     public async Task HandOverAsync(string silo)
     {
         var replica = Configuration.Find(silo)
             ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{silo}' holds no replica of partition {_partition} (replicas: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}); a replicated partition's primary moves only to one of its replicas.", _partition);
-        if (!await ChangeAsync(Configuration.WithPrimary(replica)))
+        if (_phase != RolePhase.Leading || Replicator.Failed.IsCompleted)
+        {
+            throw new DEngineException(DEngineErrorCode.NotServing, $"Partition {_partition}: this primary is already handing over or stopped; nothing was changed. Retry.", _partition);
+        }
+        _phase = RolePhase.Draining;
+        var bound = _options.ReplicaTimeout;
+        if (!await DrainedAsync(bound))
+        {
+            var waiting = _pending.Count;
+            if (!Replicator.Failed.IsCompleted)
+            {
+                _phase = RolePhase.Leading;
+            }
+            LogHandoverCalledOff(_partition, silo, waiting, bound);
+            throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: the handover to silo '{silo}' was called off: {waiting} chunk(s) in flight were not committed within {bound} (DEngine:Replication:ReplicaTimeout); the primary role stays here. Retry.", _partition);
+        }
+        // From here on this primary serves nothing, whatever the store answers: the configuration
+        // below may be stored (even when the answer is lost), and it lets the new primary skip the lease.
+        _phase = RolePhase.HandedOver;
+        bool won;
+        try
+        {
+            won = await ChangeAsync(Configuration.WithPrimary(replica), handedOver: true);
+        }
+        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
+        {
+            Stop($"partition {_partition}: storing the handover to silo '{silo}' failed ({ex.Message}); its outcome is unknown");
+            throw;
+        }
+        if (!won)
         {
             throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: its configuration changed during the handover. Retry.", _partition);
         }
+        LogHandedOver(_partition, silo, Configuration.Version);
+    }
+
+    /// <summary>
+    /// Removes the replica on <paramref name="silo"/> (a silo stopping gracefully) from the
+    /// configuration now, unless it is this primary, holds no replica, or the floor
+    /// (<see cref="ReplicationOptions.EffectiveMinReplicas"/>) keeps it: a stopped replica would
+    /// otherwise hold every commit for <see cref="ReplicationOptions.ReplicaTimeout"/> until the
+    /// maintenance removes it. It stays a learner (shipped to), so it is added back once it returns.
+    /// </summary>
+    public async Task ReleaseReplicaAsync(string silo)
+    {
+        if (_phase != RolePhase.Leading || Replicator.Failed.IsCompleted || silo == _identity || !Configuration.Contains(silo) || Configuration.Replicas.Length - 1 < _options.EffectiveMinReplicas)
+        {
+            return;
+        }
+        // Not beside a maintenance round: both change the configuration from the same version.
+        var started = _time.GetTimestamp();
+        while (_maintaining)
+        {
+            if (_time.GetElapsedTime(started) > _options.ReplicaTimeout)
+            {
+                return;
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(5), _time);
+        }
+        if (_members.FindActive(silo) is { } address)
+        {
+            _released.Add(address);
+        }
+        _maintaining = true;
+        try
+        {
+            if (Configuration.Contains(silo) && await ChangeAsync(Configuration.Without(silo)))
+            {
+                Replicator.Demote(silo);
+                LogReleased(_partition, silo, Configuration.Version);
+            }
+        }
+        finally
+        {
+            _maintaining = false;
+        }
+    }
+
+    /// <summary>True when <paramref name="silo"/>'s running process stopping released its replica (see <see cref="ReleaseReplicaAsync"/>).</summary>
+    private bool IsReleased(string silo) => _released.Count > 0 && _members.FindActive(silo) is { } address && _released.Contains(address);
+
+    /// <summary>
+    /// Waits until no chunk is in flight and no maintenance round runs (the handover's configuration
+    /// change must not race one). False when that takes longer than <paramref name="bound"/> or this primary stopped.
+    /// </summary>
+    private async Task<bool> DrainedAsync(TimeSpan bound)
+    {
+        var started = _time.GetTimestamp();
+        while (_pending.Count > 0 || _maintaining)
+        {
+            var left = bound - _time.GetElapsedTime(started);
+            if (Replicator.Failed.IsCompleted || left <= TimeSpan.Zero)
+            {
+                return false;
+            }
+            // The last chunk answers after every earlier one (commits are in order); a maintenance round takes a store round trip.
+            var next = _pending.Count > 0 ? _pending.Last().Done.Task : Task.Delay(TimeSpan.FromMilliseconds(5), _time);
+            await Task.WhenAny(next, Replicator.Failed, Task.Delay(left, _time));
+        }
+        return !Replicator.Failed.IsCompleted;
     }
 
     /// <summary>Stops replicating: nothing is acknowledged after this; chunks still waiting get OutcomeUnknown.</summary>
     public void Stop(string why) =>
         Replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, why, _partition));
 
-    /// <summary>Stores <paramref name="edited"/> as the next version; false (and stops) when another configuration won.</summary>
-    private async Task<bool> ChangeAsync(PartitionConfiguration edited)
+    /// <summary>
+    /// Stores <paramref name="edited"/> as the next version (<paramref name="handedOver"/>: marked as a
+    /// clean handover by this primary); false (and stops) when another configuration won.
+    /// </summary>
+    private async Task<bool> ChangeAsync(PartitionConfiguration edited, bool handedOver = false)
     {
-        var proposed = edited.Next();
+        var proposed = handedOver ? edited.Next() with { HandedOverBy = Configuration.Primary } : edited.Next();
         var change = await _grains.GetGrain<IPartitionConfigurationGrain>(_partition).CompareAndSwap(Configuration.Version, proposed);
         if (!change.Won)
         {
@@ -447,6 +595,15 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: silo {Silo} caught up and is a replica again (configuration version {Version}).")]
     private partial void LogAdded(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: replica {Silo} is stopping and was removed (configuration version {Version}); it is caught up and added back when it returns.")]
+    private partial void LogReleased(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: primary role handed over to silo {Silo} (configuration version {Version}); nothing was in flight.")]
+    private partial void LogHandedOver(int partition, string silo, ulong version);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: the handover to silo {Silo} was called off: {Waiting} chunk(s) in flight not committed within {Bound}.")]
+    private partial void LogHandoverCalledOff(int partition, string silo, int waiting, TimeSpan bound);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: a configuration change failed; retried on the next round.")]
     private partial void LogMaintenanceFailed(int partition, Exception exception);

@@ -231,6 +231,7 @@ public sealed partial class StateMachineGrain(
     private void Writable()
     {
         Serving();
+        _primary?.ThrowIfHandingOver();
         _primary?.ThrowIfTooFewReplicas();
     }
 
@@ -463,7 +464,9 @@ public sealed partial class StateMachineGrain(
         if (_primary is { } primary)
         {
             // Only the role moves, to a replica that has the log; the configuration names it first, so
-            // its activation takes over instead of deferring to this (still active) primary.
+            // its activation takes over instead of deferring to this (still active) primary. The
+            // handover is clean (nothing in flight, no read served from here on), so the new primary
+            // serves without waiting out this one's lease; a failed one leaves the role here.
             await primary.HandOverAsync(siloName);
         }
         // Migration asks the placement director again; the hint makes it choose the target. The
@@ -476,6 +479,17 @@ public sealed partial class StateMachineGrain(
         finally
         {
             RequestContext.Remove(IPlacementDirector.PlacementHintKey);
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task ReleaseReplica(string siloName)
+    {
+        Serving();
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        if (_primary is { } primary)
+        {
+            await primary.ReleaseReplicaAsync(siloName);
         }
     }
 
