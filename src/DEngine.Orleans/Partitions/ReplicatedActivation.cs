@@ -36,7 +36,8 @@ public sealed partial class ReplicatedActivation(
     IGrainFactory grains,
     SiloMembers members,
     TimeProvider time,
-    ILogger logger)
+    ILogger logger,
+    DrainState? drain = null)
 {
     private static readonly TimeSpan PromoteTimeout = TimeSpan.FromSeconds(3);
 
@@ -78,9 +79,17 @@ public sealed partial class ReplicatedActivation(
             : ChooseReplicas();
         var version = Math.Max(config.Version, copy.Version) + 1;
         var answers = await Task.WhenAll(others.Select(silo => PromoteAsync(silo, version)));
-        var answered = answers.Where(a => a.Position is not null).ToArray();
+        var responding = answers.Where(a => a.Position is not null).ToArray();
         // A copy that saw a higher version than ours (a concurrent takeover) makes ours lose the swap below; outbid what was seen.
-        version = Math.Max(version, answered.Select(a => a.Position!.Version).DefaultIfEmpty(0ul).Max());
+        version = Math.Max(version, responding.Select(a => a.Position!.Version).DefaultIfEmpty(0ul).Max());
+        // A replica whose silo answers from another data directory than the configuration names lost
+        // its disk: it holds none of what the old one acknowledged, so it is neither counted nor taken
+        // as the longest log (the primary rebuilds it as a learner).
+        var answered = responding.Where(a => config.Version == 0 || HoldsConfiguredData(config, a.Silo, a.Position!)).ToArray();
+        foreach (var lost in responding.Except(answered))
+        {
+            LogNewIncarnation(logger, partition, lost.Silo, lost.Position!.Incarnation ?? "?", config.Find(lost.Silo)?.Incarnation ?? "?");
+        }
         copy.Promote(version);
         var lastAcknowledged = copy.LastAcknowledgedAt;
         var self = new ReplicaId(identity, incarnation.Value);
@@ -94,7 +103,7 @@ public sealed partial class ReplicatedActivation(
         }
         await TakeLongestLogAsync(copy, version, answered);
         var leaseWait = ownLeaseOnly ? TimeSpan.Zero : Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
-        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied);
+        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, drain, options.Partitions);
         await primary.StartAsync(leaseWait);
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);
         if (!Replication.CanWrite(change.Current.Replicas.Length))
@@ -118,6 +127,10 @@ public sealed partial class ReplicatedActivation(
         var count = Math.Max(0, Replication.EffectiveFactor(active.Length + 1) - 1);
         return [.. Enumerable.Range(0, active.Length).Select(i => active[(start + i) % active.Length]).Take(count)];
     }
+
+    /// <summary>True when the copy on <paramref name="silo"/> answered with the incarnation <paramref name="config"/> names for it.</summary>
+    internal static bool HoldsConfiguredData(PartitionConfiguration config, string silo, CopyPosition position) =>
+        config.Find(silo) is { } replica && position.Incarnation is { } incarnation && replica.Incarnation == incarnation;
 
     private async Task<(string Silo, CopyPosition? Position)> PromoteAsync(string silo, ulong version)
     {
@@ -178,6 +191,9 @@ public sealed partial class ReplicatedActivation(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: the copy on silo {Silo} did not answer the promotion ({Reason}); it is left out of the new configuration.")]
     private static partial void LogPromoteFailed(ILogger logger, int partition, string silo, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: silo {Silo} answers from a new data directory (incarnation {Incarnation}, the configuration names {Configured}): it is left out of the new configuration and rebuilt.")]
+    private static partial void LogNewIncarnation(ILogger logger, int partition, string silo, string incarnation, string configured);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: took the longer log of silo {Silo} (up to {Index}/{Term}).")]
     private static partial void LogTookLongest(ILogger logger, int partition, string silo, ulong index, ulong term);
