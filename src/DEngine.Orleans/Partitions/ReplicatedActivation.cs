@@ -60,13 +60,21 @@ public sealed partial class ReplicatedActivation(
             }
             if (me.Incarnation != incarnation.Value)
             {
-                DataSilo = config.Primary?.Silo == identity ? null : config.Primary?.Silo;
+                // Named primary but without the data: placement keeps choosing this silo while it is
+                // active, so name a replica that has the data instead (it then takes over, fencing as usual).
+                DataSilo = config.Primary?.Silo == identity ? await NameAnotherPrimaryAsync(store, config, new HashSet<string>()) : config.Primary?.Silo;
                 throw Unavailable($"this silo's data directory is a new one (incarnation {incarnation.Value}, the configuration names {me.Incarnation}): its copy holds none of the acknowledged entries and must not serve. Retry; another replica takes over.");
             }
             if (config.Primary is { } current && current.Silo != identity && members.IsActive(current.Silo))
             {
                 DataSilo = current.Silo;
                 throw Unavailable($"its primary is silo '{current.Silo}', which is active. Retry.");
+            }
+            if (drain is not null && (await drain.CurrentAsync()) is var draining && draining.Contains(identity)
+                && await NameAnotherPrimaryAsync(store, config, draining) is { } other)
+            {
+                DataSilo = other;
+                throw Unavailable($"this silo is draining (it takes no primary role); silo '{other}' is named its primary. Retry.");
             }
         }
         // The previous primary was this process's own activation (deactivated: it serves nothing) of the
@@ -105,6 +113,13 @@ public sealed partial class ReplicatedActivation(
         var leaseWait = ownLeaseOnly ? TimeSpan.Zero : Replication.NewPrimaryReadDelay - time.GetElapsedTime(lastAcknowledged);
         var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, drain, options.Partitions);
         await primary.StartAsync(leaseWait);
+        // The replicas of the old configuration that did not answer are waited for as learners (for
+        // ReplaceAfter, then replaced), as they would have been by the old primary; those on a new
+        // data directory start from nothing.
+        foreach (var missing in config.Replicas.Select(r => r.Silo).Where(s => s != identity && !change.Current.Contains(s)))
+        {
+            primary.Replicator.AddLearner(missing);
+        }
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);
         if (!Replication.CanWrite(change.Current.Replicas.Length))
         {
@@ -126,6 +141,30 @@ public sealed partial class ReplicatedActivation(
         var start = active.Length == 0 ? 0 : partition % active.Length;
         var count = Math.Max(0, Replication.EffectiveFactor(active.Length + 1) - 1);
         return [.. Enumerable.Range(0, active.Length).Select(i => active[(start + i) % active.Length]).Take(count)];
+    }
+
+    /// <summary>
+    /// Stores a configuration naming another active replica (not draining, and not this silo) the
+    /// primary, so placement puts the partition there and it takes over; returns its silo, or null
+    /// when there is none or the swap lost (the next call looks again). Only the primary field changes:
+    /// the taker still fences the replicas with a higher version before it serves.
+    /// </summary>
+    private async Task<string?> NameAnotherPrimaryAsync(IPartitionConfigurationGrain store, PartitionConfiguration config, IReadOnlySet<string> draining)
+    {
+        if (config.Replicas.FirstOrDefault(r => r.Silo != identity && !draining.Contains(r.Silo) && members.IsActive(r.Silo)) is not { } other)
+        {
+            return null;
+        }
+        try
+        {
+            var change = await store.CompareAndSwap(config.Version, config.WithPrimary(other).Next());
+            return change.Won ? other.Silo : change.Current.Primary?.Silo;
+        }
+        catch (DEngineException ex)
+        {
+            LogPromoteFailed(logger, partition, other.Silo, ex.Message);
+            return null;
+        }
     }
 
     /// <summary>True when the copy on <paramref name="silo"/> answered with the incarnation <paramref name="config"/> names for it.</summary>
