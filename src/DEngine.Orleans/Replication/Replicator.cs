@@ -293,7 +293,7 @@ public sealed partial class Replicator
                 using var heartbeat = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
                 await Task.WhenAny(wake, Task.Delay(_settings.HeartbeatInterval, _time, heartbeat.Token));
                 heartbeat.Cancel();
-                if (_stop.IsCancellationRequested)
+                if (_stop.IsCancellationRequested || remote.Forgotten)
                 {
                     return;
                 }
@@ -322,6 +322,10 @@ public sealed partial class Replicator
                 LogShipFailed(_partition, remote.Name, ex.Detail);
                 await DelayAsync(_settings.ReplicaTimeout);
                 continue;
+            }
+            if (remote.Forgotten)
+            {
+                return; // forgotten while the message was built
             }
             var sentAt = _time.GetTimestamp();
             AppendResponse response;
