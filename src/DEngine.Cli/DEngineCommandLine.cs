@@ -260,7 +260,39 @@ internal static class DEngineCommandLine
                 return ExitCodes.Success;
             };
         }));
-        return new Command("silo", "Operator commands about silos.") { forget };
+        var drainName = new Argument<string>("NAME") { Description = "The silo's --name (as `dengine status` shows it)." };
+        var drain = new Command(
+            "drain",
+            "Drain silo NAME before it is retired or stopped: mark it draining (durably: it gets no new replica and no primary role), hand its primary roles to other replicas and move each of its replicas to another silo. Shows progress; returns once NAME holds nothing, then it can stop with no partition affected. Prints the partitions moved.")
+        {
+            drainName,
+        };
+        drain.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ =>
+        {
+            var silo = RequiredName(parse.GetRequiredValue(drainName));
+            return async (client, token) =>
+            {
+                var shown = new Progress<string>(line => Console.Error.WriteLine(line));
+                var moved = await client.DrainSiloAsync(silo, TimeSpan.FromMinutes(30), shown, token);
+                await Console.Out.WriteLineAsync($"drained silo {silo}: it holds no replica; moved partitions {List([.. moved])}. It stays draining until `dengine silo undrain {silo}`.");
+                return ExitCodes.Success;
+            };
+        }));
+        var undrainName = new Argument<string>("NAME") { Description = "The silo's --name." };
+        var undrain = new Command("undrain", "End the drain of silo NAME: it takes new replicas and primary roles again (nothing moves back by itself). Prints the silos still draining.") { undrainName };
+        undrain.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ =>
+        {
+            var silo = RequiredName(parse.GetRequiredValue(undrainName));
+            return async (client, token) =>
+            {
+                var still = await client.UndrainSiloAsync(silo, token);
+                await Console.Out.WriteLineAsync($"silo {silo} is not draining; draining: {(still.Length == 0 ? "none" : string.Join(",", still))}");
+                return ExitCodes.Success;
+            };
+        }));
+        return new Command("silo", "Operator commands about silos.") { forget, drain, undrain };
+
+        static string RequiredName(string silo) => string.IsNullOrWhiteSpace(silo) ? throw new CliException("NAME must not be empty.") : silo;
 
         static string List(int[] partitions) => partitions.Length == 0 ? "none" : string.Join(",", partitions);
     }
@@ -272,11 +304,27 @@ internal static class DEngineCommandLine
     {
         var partition = PartitionArgument();
         var to = new Option<string>("--to") { Description = "Name of the silo to move the partition to (see `dengine status`).", HelpName = "SILO", Required = true };
-        var command = new Command("move", "Move partition P to silo SILO: the data is fetched from its current silo, then the partition serves there. Shows progress; prints the transfer summary.") { partition, to };
+        var replica = new Option<string>("--replica")
+        {
+            Description = "Move the replica on silo FROM (a replicated partition's data) instead of the primary role: a copy is built on SILO (snapshot, then the log), joins once caught up, then FROM's is dropped.",
+            HelpName = "FROM",
+        };
+        var command = new Command("move", "Move partition P to silo SILO: the data is fetched from its current silo, then the partition serves there (in a replica group: the primary role moves to SILO, one of its replicas; with --replica FROM the replica on FROM moves to SILO). Shows progress; prints the transfer summary.") { partition, to, replica };
         command.SetAction((parse, ct) => ExecuteAsync(parse, ct, _ => async (client, token) =>
         {
             var p = parse.GetRequiredValue(partition);
             var silo = parse.GetRequiredValue(to);
+            if (parse.GetValue(replica) is { } from)
+            {
+                if (string.IsNullOrWhiteSpace(from) || from == silo)
+                {
+                    throw new CliException("--replica FROM must name a silo other than --to SILO.");
+                }
+                var shown = new Progress<string>(line => Console.Error.WriteLine($"moving the replica of partition {p}: {line}"));
+                var set = await client.MoveReplicaAsync(p, from, silo, TimeSpan.FromMinutes(30), shown, token);
+                await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"moved the replica of partition {p} from {from} to {silo}: replicas {string.Join(",", set.Replicas)}, primary {set.Primary}, version {set.Version}"));
+                return ExitCodes.Success;
+            }
             var lastShown = TimeSpan.Zero;
             var progress = new Progress<TimeSpan>(elapsed =>
             {

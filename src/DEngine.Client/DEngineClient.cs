@@ -247,6 +247,150 @@ public sealed partial class DEngineClient
         return _grains.GetGrain<IRecordsAdminGrain>(0).ForgetSilo(siloName);
     }
 
+    /// <summary>The replica set of replicated partition <paramref name="partition"/>, as its primary sees it.</summary>
+    public async Task<ReplicaSetStatus> GetReplicaSetAsync(int partition, CancellationToken cancellationToken = default)
+    {
+        var grain = await PartitionGrainAsync(partition);
+        return await RetryAsync(() => grain.GetReplicaSet(), read: true, cancellationToken);
+    }
+
+    /// <summary>
+    /// Moves the replica of <paramref name="partition"/> on silo <paramref name="fromSilo"/> to silo
+    /// <paramref name="toSilo"/> and waits until it is done (or <paramref name="timeout"/> passes): a
+    /// copy is built on <paramref name="toSilo"/>, joins once caught up, then <paramref name="fromSilo"/>'s
+    /// is dropped. When <paramref name="fromSilo"/> is the primary, the primary role is first handed to
+    /// another replica. <paramref name="progress"/> hears what is being done. Returns the replica set after.
+    /// </summary>
+    /// <exception cref="DEngineException">
+    /// InvalidArgument when <paramref name="fromSilo"/> holds no replica, or <paramref name="toSilo"/>
+    /// already holds one, is not active or is draining; PartitionUnavailable when it did not finish in time.
+    /// </exception>
+    public async Task<ReplicaSetStatus> MoveReplicaAsync(int partition, string fromSilo, string toSilo, TimeSpan timeout, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(fromSilo);
+        ArgumentException.ThrowIfNullOrEmpty(toSilo);
+        var grain = await PartitionGrainAsync(partition);
+        var started = _options.TimeProvider.GetTimestamp();
+        var set = await RetryAsync(() => grain.GetReplicaSet(), read: true, cancellationToken);
+        if (!set.Holds(fromSilo))
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{fromSilo}' holds no replica of partition {partition} (replicas: {string.Join(", ", set.Replicas)}); nothing was changed.", partition);
+        }
+        if (set.Holds(toSilo))
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{toSilo}' already holds a replica of partition {partition} (replicas: {string.Join(", ", set.Replicas)}); nothing was changed.", partition);
+        }
+        if (set.Primary == fromSilo)
+        {
+            var other = set.Replicas.FirstOrDefault(r => r != fromSilo)
+                ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{fromSilo}' holds the only replica of partition {partition}; nothing was changed.", partition);
+            progress?.Report($"handing the primary role of partition {partition} from {fromSilo} to {other}");
+            await MovePartitionAsync(partition, other, timeout, null, cancellationToken);
+        }
+        var last = "";
+        while (true)
+        {
+            set = await RetryAsync(() => grain.GetReplicaSet(), read: true, cancellationToken);
+            if (!set.Holds(fromSilo) && set.Holds(toSilo))
+            {
+                return set;
+            }
+            var moving = $"{fromSilo}->{toSilo}";
+            if (set.Holds(fromSilo) && !set.Moves.Contains(moving))
+            {
+                // Not recorded yet, or recorded by a primary that has since changed: (re)request it.
+                await RetryAsync(async () =>
+                {
+                    await grain.MoveReplica(fromSilo, toSilo);
+                    return true;
+                }, read: false, cancellationToken);
+            }
+            var now = DescribeMove(set, toSilo);
+            if (now != last)
+            {
+                last = now;
+                progress?.Report(now);
+            }
+            if (_options.TimeProvider.GetElapsedTime(started) > timeout)
+            {
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Moving the replica of partition {partition} from '{fromSilo}' to '{toSilo}' did not finish within {timeout.TotalSeconds:0} s ({now}); the primary keeps going while it runs. Check `dengine status`, run the command again to wait.", partition);
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(250), _options.TimeProvider, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Drains silo <paramref name="siloName"/>: marks it draining (durably: it gets no new replica and
+    /// no primary role), hands each primary role it holds to another replica and lets each primary
+    /// move its replica elsewhere; returns once it holds none (or throws PartitionUnavailable after
+    /// <paramref name="timeout"/>; the drain goes on). <paramref name="progress"/> hears what remains.
+    /// Returns the partitions that were moved off it.
+    /// </summary>
+    public async Task<IReadOnlyList<int>> DrainSiloAsync(string siloName, TimeSpan timeout, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        await _grains.GetGrain<ISiloDrainGrain>(0).SetDraining(siloName, true);
+        var partitions = await GetPartitionCountAsync();
+        var started = _options.TimeProvider.GetTimestamp();
+        var held = new SortedSet<int>();
+        var last = "";
+        while (true)
+        {
+            var sets = await Task.WhenAll(Enumerable.Range(0, partitions).Select(p =>
+            {
+                var grain = _grains.GetGrain<IStateMachineGrain>(p);
+                return RetryAsync(() => grain.GetReplicaSet(), read: true, cancellationToken);
+            }));
+            var remaining = sets.Where(s => s.Holds(siloName)).ToArray();
+            held.UnionWith(remaining.Select(s => s.Partition));
+            if (remaining.Length == 0)
+            {
+                return [.. held];
+            }
+            foreach (var set in remaining.Where(s => s.Primary == siloName))
+            {
+                if (set.Replicas.FirstOrDefault(r => r != siloName) is { } other)
+                {
+                    try
+                    {
+                        await _grains.GetGrain<IStateMachineGrain>(set.Partition).MoveTo(other);
+                    }
+                    catch (Exception ex) when (IsRetryable(ex, read: true))
+                    {
+                        // Moving already, or the configuration changed: the next round looks again.
+                    }
+                }
+            }
+            var now = $"draining {siloName}: {remaining.Length} partition(s) still on it: {string.Join("; ", remaining.Select(s => $"{s.Partition}{(s.Primary == siloName ? " (primary)" : "")}{(s.Learners.Length > 0 ? " building " + string.Join(", ", s.Learners) : "")}"))}";
+            if (now != last)
+            {
+                last = now;
+                progress?.Report(now);
+            }
+            if (_options.TimeProvider.GetElapsedTime(started) > timeout)
+            {
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Silo '{siloName}' still holds partitions {string.Join(",", remaining.Select(s => s.Partition))} after {timeout.TotalSeconds:0} s; the drain goes on. Run the command again to wait, or `dengine silo undrain {siloName}` to stop it.");
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(500), _options.TimeProvider, cancellationToken);
+        }
+    }
+
+    /// <summary>Ends the drain of silo <paramref name="siloName"/>: it takes new replicas and primary roles again (nothing moves back by itself). Returns the silos still draining.</summary>
+    public Task<string[]> UndrainSiloAsync(string siloName, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(siloName);
+        cancellationToken.ThrowIfCancellationRequested();
+        return _grains.GetGrain<ISiloDrainGrain>(0).SetDraining(siloName, false);
+    }
+
+    private static string DescribeMove(ReplicaSetStatus set, string toSilo)
+    {
+        var building = set.Learners.FirstOrDefault(l => l.StartsWith(toSilo + " ", StringComparison.Ordinal));
+        return set.Holds(toSilo)
+            ? $"{toSilo} joined (v{set.Version}); dropping the old replica"
+            : building is not null ? $"building the replica on {building}" : $"waiting for the primary ({set.Primary}, v{set.Version}) to start the copy on {toSilo}";
+    }
+
     private async Task<IStateMachineGrain> PartitionGrainAsync(int partition)
     {
         var partitions = await GetPartitionCountAsync();

@@ -114,6 +114,23 @@ public interface IStateMachineGrain : IGrainWithIntegerKey
     /// </summary>
     Task ReleaseReplica(string siloName);
 
+    /// <summary>
+    /// Moves the replica on silo <paramref name="fromSilo"/> of this replicated partition to silo
+    /// <paramref name="toSilo"/>: a copy is built there (snapshot, then the log), joins the
+    /// configuration once caught up, and then the one on <paramref name="fromSilo"/> is dropped. Returns
+    /// once the move is recorded by the primary; watch <see cref="GetReplicaSet"/> for its progress.
+    /// </summary>
+    /// <exception cref="DEngineException">
+    /// InvalidArgument when <paramref name="fromSilo"/> holds no replica or is the primary (move the
+    /// primary role first), <paramref name="toSilo"/> already holds one, is not active or is draining.
+    /// FeatureNotEnabled with Factor 1.
+    /// </exception>
+    Task MoveReplica(string fromSilo, string toSilo);
+
+    /// <summary>The replica set as the primary sees it: configuration, copies being built, moves running. FeatureNotEnabled with Factor 1.</summary>
+    [ReadOnly]
+    Task<ReplicaSetStatus> GetReplicaSet();
+
     /// <summary>Applied position, epoch, hosting silo, estimated key count and latest snapshot.</summary>
     [ReadOnly]
     Task<PartitionStatus> GetStatus();

@@ -46,6 +46,12 @@ public sealed class ReplicationOptions
     /// <summary>Default of <see cref="MaxChunksInFlight"/>: 1 (measured best on one disk, see BENCHMARKS.md "put-replicated").</summary>
     public const int DEFAULT_MAX_CHUNKS_IN_FLIGHT = 1;
 
+    /// <summary>Default of <see cref="ReplaceAfter"/>: 5 minutes.</summary>
+    public static readonly TimeSpan DEFAULT_REPLACE_AFTER = TimeSpan.FromMinutes(5);
+
+    /// <summary>Largest <see cref="ReplaceAfter"/> accepted: 7 days.</summary>
+    public static readonly TimeSpan MAX_REPLACE_AFTER = TimeSpan.FromDays(7);
+
     /// <summary>Largest <see cref="MaxChunksInFlight"/> accepted.</summary>
     public const int MAX_CHUNKS_IN_FLIGHT = 64;
 
@@ -124,6 +130,16 @@ public sealed class ReplicationOptions
     /// <summary>Most primary handovers one balancing round starts (each pauses its partition's writes for about a commit round). Default 2; 1 to 64.</summary>
     public int MaxConcurrentHandovers { get; set; } = DEFAULT_MAX_CONCURRENT_HANDOVERS;
 
+    /// <summary>
+    /// How long a replica's silo may be away (not an active member) before the primary stops waiting
+    /// for it: it is forgotten, a new replica is built on another live silo (snapshot, then the log)
+    /// and joins once caught up, and the absent one is then removed. A silo that returns after that
+    /// finds its copy in no configuration and drops it. Short enough that a partition does not run
+    /// one replica short for long, long enough that a restart or an upgrade does not copy data.
+    /// Default 5 minutes; at least <see cref="ReplicaTimeout"/>, at most 7 days.
+    /// </summary>
+    public TimeSpan ReplaceAfter { get; set; } = DEFAULT_REPLACE_AFTER;
+
     /// <summary>The floor in force: <see cref="MinReplicas"/> when set, else 2 when Factor ≥ 3, else 1.</summary>
     public int EffectiveMinReplicas => MinReplicas ?? (Factor >= 3 ? 2 : 1);
 
@@ -189,6 +205,10 @@ public sealed class ReplicationOptions
         if (MaxConcurrentHandovers is < 1 or > 64)
         {
             return $"{Section}{nameof(MaxConcurrentHandovers)} must be between 1 and 64 (was {MaxConcurrentHandovers}).";
+        }
+        if (ReplaceAfter < ReplicaTimeout || ReplaceAfter > MAX_REPLACE_AFTER)
+        {
+            return $"{Section}{nameof(ReplaceAfter)} must be at least {Section}{nameof(ReplicaTimeout)} ({ReplicaTimeout}) and at most {MAX_REPLACE_AFTER} (was {ReplaceAfter}).";
         }
         if (LogCompactionEntries < 1)
         {

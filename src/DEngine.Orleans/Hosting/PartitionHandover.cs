@@ -129,7 +129,7 @@ public sealed partial class PartitionHandover(
             .Where(x => x.configuration.Primary is not null)
             .Select(x => new PartitionRoles(x.partition, x.configuration.Primary!.Silo, [.. x.configuration.Replicas.Select(r => r.Silo)]))
             .ToArray();
-        var eligible = eligibility.EligibleSilos().Where(s => s != silo.Name).ToArray();
+        var eligible = (await eligibility.EligibleSilosAsync()).Where(s => s != silo.Name).ToArray();
         var targets = PrimaryBalancePlan.HandOverTargets(roles, partitions, eligible);
         await Task.WhenAll(partitions.Select(async partition =>
         {

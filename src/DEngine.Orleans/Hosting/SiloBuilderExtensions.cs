@@ -52,6 +52,9 @@ public static class SiloBuilderExtensions
         services.TryAddSingleton<PrimaryBalancer>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<PrimaryBalancer>());
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, Replication.ReplicationFloorWatch>();
+        services.TryAddSingleton<Replication.DrainState>();
+        services.TryAddSingleton<Replication.SurplusCopySweeper>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<Replication.SurplusCopySweeper>());
         services.AddMetrics();
         services.AddSerializer(s => s.AddDEngineSerializers());
         services.AddPlacementDirector<DataAffinityPlacement, DataAffinityPlacementDirector>();

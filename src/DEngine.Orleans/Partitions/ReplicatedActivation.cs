@@ -37,7 +37,8 @@ public sealed partial class ReplicatedActivation(
     IGrainFactory grains,
     SiloMembers members,
     TimeProvider time,
-    ILogger logger)
+    ILogger logger,
+    DrainState? drain = null)
 {
     private static readonly TimeSpan PromoteTimeout = TimeSpan.FromSeconds(3);
 
@@ -60,13 +61,21 @@ public sealed partial class ReplicatedActivation(
             }
             if (me.Incarnation != incarnation.Value)
             {
-                DataSilo = config.Primary?.Silo == identity ? null : config.Primary?.Silo;
+                // Named primary but without the data: placement keeps choosing this silo while it is
+                // active, so name a replica that has the data instead (it then takes over, fencing as usual).
+                DataSilo = config.Primary?.Silo == identity ? await NameAnotherPrimaryAsync(store, config, new HashSet<string>()) : config.Primary?.Silo;
                 throw Unavailable($"this silo's data directory is a new one (incarnation {incarnation.Value}, the configuration names {me.Incarnation}): its copy holds none of the acknowledged entries and must not serve. Retry; another replica takes over.");
             }
             if (config.Primary is { } current && current.Silo != identity && members.IsActive(current.Silo))
             {
                 DataSilo = current.Silo;
                 throw Unavailable($"its primary is silo '{current.Silo}', which is active. Retry.");
+            }
+            if (drain is not null && (await drain.CurrentAsync()) is var draining && draining.Contains(identity)
+                && await NameAnotherPrimaryAsync(store, config, draining) is { } other)
+            {
+                DataSilo = other;
+                throw Unavailable($"this silo is draining (it takes no primary role); silo '{other}' is named its primary. Retry.");
             }
         }
         // The previous primary was this process's own activation (deactivated: it serves nothing) of the
@@ -79,9 +88,17 @@ public sealed partial class ReplicatedActivation(
             : ChooseReplicas();
         var version = Math.Max(config.Version, copy.Version) + 1;
         var answers = await Task.WhenAll(others.Select(silo => PromoteAsync(silo, version)));
-        var answered = answers.Where(a => a.Position is not null).ToArray();
+        var responding = answers.Where(a => a.Position is not null).ToArray();
         // A copy that saw a higher version than ours (a concurrent takeover) makes ours lose the swap below; outbid what was seen.
-        version = Math.Max(version, answered.Select(a => a.Position!.Version).DefaultIfEmpty(0ul).Max());
+        version = Math.Max(version, responding.Select(a => a.Position!.Version).DefaultIfEmpty(0ul).Max());
+        // A replica whose silo answers from another data directory than the configuration names lost
+        // its disk: it holds none of what the old one acknowledged, so it is neither counted nor taken
+        // as the longest log (the primary rebuilds it as a learner).
+        var answered = responding.Where(a => config.Version == 0 || HoldsConfiguredData(config, a.Silo, a.Position!)).ToArray();
+        foreach (var lost in responding.Except(answered))
+        {
+            LogNewIncarnation(logger, partition, lost.Silo, lost.Position!.Incarnation ?? "?", config.Find(lost.Silo)?.Incarnation ?? "?");
+        }
         copy.Promote(version);
         var lastAcknowledged = copy.LastAcknowledgedAt;
         var self = new ReplicaId(identity, incarnation.Value);
@@ -95,8 +112,15 @@ public sealed partial class ReplicatedActivation(
         }
         await TakeLongestLogAsync(copy, version, answered);
         var leaseWait = LeaseWait(config, identity, ownLeaseOnly, Replication.NewPrimaryReadDelay, time.GetElapsedTime(lastAcknowledged));
-        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, registry.Metrics);
+        var primary = new ReplicatedPrimary(partition, identity, change.Current, copy, Replication, options.MaxQueuedWrites, grains, members, time, logger, recordApplied, registry.Metrics, drain, options.Partitions);
         await primary.StartAsync(leaseWait);
+        // The replicas of the old configuration that did not answer are waited for as learners (for
+        // ReplaceAfter, then replaced), as they would have been by the old primary; those on a new
+        // data directory start from nothing.
+        foreach (var missing in config.Replicas.Select(r => r.Silo).Where(s => s != identity && !change.Current.Contains(s)))
+        {
+            primary.Replicator.AddLearner(missing);
+        }
         LogPrimary(logger, partition, identity, version, string.Join(", ", change.Current.Replicas.Select(r => r.Silo)), copy.Engine.LastApplied.Index);
         if (!Replication.CanWrite(change.Current.Replicas.Length))
         {
@@ -140,6 +164,34 @@ public sealed partial class ReplicatedActivation(
         var count = Math.Max(0, Replication.EffectiveFactor(active.Length + 1) - 1);
         return [.. Enumerable.Range(0, active.Length).Select(i => active[(start + i) % active.Length]).Take(count)];
     }
+
+    /// <summary>
+    /// Stores a configuration naming another active replica (not draining, and not this silo) the
+    /// primary, so placement puts the partition there and it takes over; returns its silo, or null
+    /// when there is none or the swap lost (the next call looks again). Only the primary field changes:
+    /// the taker still fences the replicas with a higher version before it serves.
+    /// </summary>
+    private async Task<string?> NameAnotherPrimaryAsync(IPartitionConfigurationGrain store, PartitionConfiguration config, IReadOnlySet<string> draining)
+    {
+        if (config.Replicas.FirstOrDefault(r => r.Silo != identity && !draining.Contains(r.Silo) && members.IsActive(r.Silo)) is not { } other)
+        {
+            return null;
+        }
+        try
+        {
+            var change = await store.CompareAndSwap(config.Version, config.WithPrimary(other).Next());
+            return change.Won ? other.Silo : change.Current.Primary?.Silo;
+        }
+        catch (DEngineException ex)
+        {
+            LogPromoteFailed(logger, partition, other.Silo, ex.Message);
+            return null;
+        }
+    }
+
+    /// <summary>True when the copy on <paramref name="silo"/> answered with the incarnation <paramref name="config"/> names for it.</summary>
+    internal static bool HoldsConfiguredData(PartitionConfiguration config, string silo, CopyPosition position) =>
+        config.Find(silo) is { } replica && position.Incarnation is { } incarnation && replica.Incarnation == incarnation;
 
     private async Task<(string Silo, CopyPosition? Position)> PromoteAsync(string silo, ulong version)
     {
@@ -200,6 +252,9 @@ public sealed partial class ReplicatedActivation(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: the copy on silo {Silo} did not answer the promotion ({Reason}); it is left out of the new configuration.")]
     private static partial void LogPromoteFailed(ILogger logger, int partition, string silo, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: silo {Silo} answers from a new data directory (incarnation {Incarnation}, the configuration names {Configured}): it is left out of the new configuration and rebuilt.")]
+    private static partial void LogNewIncarnation(ILogger logger, int partition, string silo, string incarnation, string configured);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: took the longer log of silo {Silo} (up to {Index}/{Term}).")]
     private static partial void LogTookLongest(ILogger logger, int partition, string silo, ulong index, ulong term);

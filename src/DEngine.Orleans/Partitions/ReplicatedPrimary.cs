@@ -71,8 +71,13 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
         TimeProvider time,
         ILogger logger,
         Action<IReadOnlyList<ApplyEntry>, IReadOnlyList<ApplyResult>> recordApplied,
-        DEngineMetrics? metrics = null)
+        DEngineMetrics? metrics = null,
+        DrainState? drain = null,
+        int partitions = 0)
     {
+        _drain = drain;
+        _partitions = partitions;
+        _absence = new SiloAbsence(time);
         _partition = partition;
         _identity = identity;
         Configuration = configuration;
@@ -303,82 +308,6 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             {
                 LogMaintenanceFailed(_partition, ex);
             }
-        }
-    }
-
-    /// <summary>
-    /// The periodic duties (every heartbeat interval): remove replicas that stopped answering (never
-    /// below the floor), ship to silos that could become replicas, and add those caught up. Each change
-    /// is a compare-and-swap of the configuration; losing one means a newer primary exists.
-    /// </summary>
-    public async Task MaintainAsync()
-    {
-        if (_maintaining || Replicator.Failed.IsCompleted || _phase != RolePhase.Leading)
-        {
-            return;
-        }
-        _maintaining = true;
-        try
-        {
-            foreach (var silo in Replicator.Unresponsive())
-            {
-                if (Configuration.Replicas.Length - 1 < _options.EffectiveMinReplicas)
-                {
-                    LogCannotRemove(_partition, silo, _options.EffectiveMinReplicas);
-                    continue;
-                }
-                if (!await ChangeAsync(Configuration.Without(silo)))
-                {
-                    return;
-                }
-                Replicator.Demote(silo);
-                LogRemoved(_partition, silo, Configuration.Version);
-            }
-            var active = _members.ActiveNames();
-            var wanted = _options.EffectiveFactor(active.Count);
-            var progress = Replicator.Progress();
-            var learners = progress.Where(p => !p.Member).Select(p => p.Silo).ToHashSet(StringComparer.Ordinal);
-            // Members that stopped answering (kept only because of the floor) do not count: a silo
-            // catching up in their place lets the floor hold and then lets them be removed.
-            var answering = Configuration.Replicas.Length - Replicator.Unresponsive().Count;
-            if (answering + learners.Count < wanted)
-            {
-                // Spread replicas: start after this partition's slot in the name order.
-                foreach (var silo in active.Select((name, i) => (name, i)).OrderBy(x => (x.i - _partition % Math.Max(1, active.Count) + active.Count) % active.Count).Select(x => x.name))
-                {
-                    if (answering + learners.Count >= wanted)
-                    {
-                        break;
-                    }
-                    if (!Configuration.Contains(silo) && !IsReleased(silo) && learners.Add(silo))
-                    {
-                        Replicator.AddLearner(silo);
-                    }
-                }
-            }
-            foreach (var silo in Replicator.CaughtUpLearners())
-            {
-                if (Configuration.Replicas.Length - Replicator.Unresponsive().Count >= _options.Factor || !_members.IsActive(silo) || IsReleased(silo))
-                {
-                    continue;
-                }
-                var position = await _grains.GetGrain<IReplicaGrain>(ReplicaKey.Of(_partition, silo)).Describe();
-                // Counted for commits before the new configuration is stored (see Replicator.Promote).
-                Replicator.Promote(silo);
-                if (!await ChangeAsync(Configuration.WithReplica(new ReplicaId(silo, position.Incarnation ?? ""))))
-                {
-                    return;
-                }
-                LogAdded(_partition, silo, Configuration.Version);
-            }
-        }
-        catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
-        {
-            LogMaintenanceFailed(_partition, ex);
-        }
-        finally
-        {
-            _maintaining = false;
         }
     }
 

@@ -9,6 +9,7 @@ using DEngine.Protos.Common;
 using DEngine.StateMachine;
 using DEngine.StateMachine.Snapshots;
 using Google.Protobuf;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans;
@@ -114,7 +115,7 @@ public sealed partial class StateMachineGrain(
             _state = refused;
             return;
         }
-        var activation = new ReplicatedActivation(_partition, _identity, incarnation, _options, registry, GrainFactory, _members, time, logger);
+        var activation = new ReplicatedActivation(_partition, _identity, incarnation, _options, registry, GrainFactory, _members, time, logger, ServiceProvider.GetService<DrainState>());
         ReplicatedPrimary primary;
         try
         {
@@ -492,6 +493,26 @@ public sealed partial class StateMachineGrain(
             await primary.ReleaseReplicaAsync(siloName);
         }
     }
+
+    /// <inheritdoc />
+    public Task MoveReplica(string fromSilo, string toSilo)
+    {
+        Serving();
+        ArgumentException.ThrowIfNullOrEmpty(fromSilo);
+        ArgumentException.ThrowIfNullOrEmpty(toSilo);
+        ReplicatedRole().RequestMove(fromSilo, toSilo);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task<ReplicaSetStatus> GetReplicaSet()
+    {
+        Serving();
+        return Task.FromResult(ReplicatedRole().ReplicaSet());
+    }
+
+    private ReplicatedPrimary ReplicatedRole() => _primary
+        ?? throw new DEngineException(DEngineErrorCode.FeatureNotEnabled, $"Partition {_partition} has one copy (DEngine:Replication:Factor 1): it has no replicas to move; `dengine partition move {_partition} --to SILO` moves the partition.", _partition);
 
     // ------------------------------------------------------------ snapshots
 

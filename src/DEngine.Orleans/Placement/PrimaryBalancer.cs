@@ -121,7 +121,7 @@ public sealed partial class PrimaryBalancer(
             .Where(x => x.configuration.Primary is not null)
             .Select(x => new PartitionRoles(x.partition, x.configuration.Primary!.Silo, [.. x.configuration.Replicas.Select(r => r.Silo)]))
             .ToArray();
-        var plan = PrimaryBalancePlan.Plan(roles, eligibility.EligibleSilos(), Replication.MaxConcurrentHandovers);
+        var plan = PrimaryBalancePlan.Plan(roles, await eligibility.EligibleSilosAsync(), Replication.MaxConcurrentHandovers);
         // The roles this silo leads now (a configuration may name it while its activation is elsewhere or gone).
         var leading = replicas.Primaries;
         var mine = plan.Where(m => m.From == silo.Name && leading.Contains(m.Partition)).ToArray();

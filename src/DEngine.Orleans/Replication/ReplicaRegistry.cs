@@ -23,9 +23,16 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Mic
     private readonly ConcurrentDictionary<int, ulong> _lastPrimaryVersion = new();
     private readonly object _closeGate = new();
     private bool _closed;
+    // One gate per partition: an open (and the use it records) and a drop of the same copy never overlap.
+    private readonly ConcurrentDictionary<int, object> _gates = new();
+    private readonly ConcurrentDictionary<int, long> _lastUsed = new();
+    private readonly long _startedAt = time.GetTimestamp();
 
     /// <summary>The directory of partition <paramref name="partition"/>'s log.</summary>
     public string LogPath(int partition) => Path.Combine(store.DataRoot, "logs", partition.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The directory of partition <paramref name="partition"/>'s database.</summary>
+    public string PartitionPathOf(int partition) => store.PartitionPath(partition);
 
     /// <summary>Where a snapshot for partition <paramref name="partition"/>'s copy is fetched to before it is installed.</summary>
     public string IncomingPath(int partition) => Path.Combine(store.PartitionPath(partition), "incoming");
@@ -74,16 +81,76 @@ public sealed class ReplicaRegistry(PartitionStore store, TimeProvider time, Mic
                 throw new DEngineException(DEngineErrorCode.NotServing, "This silo is stopping; its copies are closed. Retry: another replica answers.", partition);
             }
         }
-        var lazy = _copies.GetOrAdd(partition, p => new Lazy<ReplicaCopy>(() => OpenCopy(p), LazyThreadSafetyMode.ExecutionAndPublication));
-        try
+        lock (GateOf(partition))
         {
-            return lazy.Value;
+            _lastUsed[partition] = time.GetTimestamp();
+            var lazy = _copies.GetOrAdd(partition, p => new Lazy<ReplicaCopy>(() => OpenCopy(p), LazyThreadSafetyMode.ExecutionAndPublication));
+            try
+            {
+                return lazy.Value;
+            }
+            catch
+            {
+                // A failed open is not cached: the next call tries again.
+                _copies.TryRemove(new KeyValuePair<int, Lazy<ReplicaCopy>>(partition, lazy));
+                throw;
+            }
         }
-        catch
+    }
+
+    /// <summary>The partitions this silo has a copy of on disk (a log directory), open or not.</summary>
+    public IReadOnlyList<int> CopiesOnDisk()
+    {
+        var logs = Path.Combine(store.DataRoot, "logs");
+        if (!Directory.Exists(logs))
         {
-            // A failed open is not cached: the next call tries again.
-            _copies.TryRemove(new KeyValuePair<int, Lazy<ReplicaCopy>>(partition, lazy));
-            throw;
+            return [];
+        }
+        return [.. Directory.EnumerateDirectories(logs)
+            .Select(Path.GetFileName)
+            .Select(name => int.TryParse(name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var p) ? p : -1)
+            .Where(p => p >= 0)
+            .Order()];
+    }
+
+    /// <summary>How long nothing has used the copy of <paramref name="partition"/> (no primary's message, no open) in this process.</summary>
+    public TimeSpan IdleFor(int partition) => time.GetElapsedTime(_lastUsed.TryGetValue(partition, out var at) ? at : _startedAt);
+
+    /// <summary>
+    /// Deletes this silo's copy of <paramref name="partition"/> (database, log and version file) when
+    /// it has been idle for at least <paramref name="idle"/>, no primary runs here and no snapshot
+    /// install runs into it; false, changing nothing, otherwise. The caller has checked that the
+    /// latest stored configuration does not count this copy; the idle check, made under the
+    /// partition's gate, covers a primary that started shipping to it since (every message opens the
+    /// copy, and a learner is added to a configuration only after acknowledging messages). Blocking I/O.
+    /// </summary>
+    public bool TryDropIdle(int partition, TimeSpan idle)
+    {
+        lock (GateOf(partition))
+        {
+            if (IdleFor(partition) < idle || _primaries.ContainsKey(partition) || Installs.IsRunning(partition))
+            {
+                return false;
+            }
+            if (_copies.TryRemove(partition, out var lazy) && lazy.IsValueCreated)
+            {
+                lazy.Value.Dispose();
+            }
+            DeleteDirectory(store.PartitionPath(partition));
+            DeleteDirectory(LogPath(partition));
+            File.Delete(LogPath(partition) + ".version");
+            _lastUsed.TryRemove(partition, out _);
+            return true;
+        }
+    }
+
+    private object GateOf(int partition) => _gates.GetOrAdd(partition, _ => new object());
+
+    private static void DeleteDirectory(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            Directory.Delete(path, recursive: true);
         }
     }
 

@@ -214,6 +214,33 @@ public sealed partial class Replicator
     }
 
     /// <summary>
+    /// Stops shipping to learner <paramref name="replica"/> and forgets what it acknowledged (a member
+    /// is left alone: <see cref="Demote"/> it first). For a learner whose silo is gone for good, or one
+    /// retired from the configuration: its copy is then in no configuration and its silo drops it.
+    /// </summary>
+    public void Forget(string replica)
+    {
+        if (_remotes.TryGetValue(replica, out var remote) && !remote.Member)
+        {
+            remote.Forgotten = true;
+            _remotes.Remove(replica);
+            Wake();
+            TrimTail();
+        }
+    }
+
+    /// <summary>
+    /// Starts learner <paramref name="replica"/> over from nothing: what it acknowledged before is
+    /// forgotten. For a silo that came back on a new data directory, whose copy lacks what the old
+    /// one acknowledged (the primary must not count those acknowledgements as caught up).
+    /// </summary>
+    public void Reset(string replica)
+    {
+        Forget(replica);
+        AddLearner(replica);
+    }
+
+    /// <summary>
     /// Learner <paramref name="replica"/> counts for commits and the lease from now on. Call it BEFORE
     /// storing the configuration that adds it: an index committed between a caught-up check and the
     /// store would otherwise be missing on a member of the new configuration. Counting an extra
@@ -272,7 +299,7 @@ public sealed partial class Replicator
     private async Task ShipLoopAsync(Remote remote)
     {
         var backoff = TimeSpan.FromMilliseconds(50);
-        while (!_stop.IsCancellationRequested)
+        while (!_stop.IsCancellationRequested && !remote.Forgotten)
         {
             if (remote.Answered && remote.Next > _lastSequenced)
             {
@@ -282,7 +309,7 @@ public sealed partial class Replicator
                 using var heartbeat = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
                 await Task.WhenAny(wake, Task.Delay(_settings.HeartbeatInterval, _time, heartbeat.Token));
                 heartbeat.Cancel();
-                if (_stop.IsCancellationRequested)
+                if (_stop.IsCancellationRequested || remote.Forgotten)
                 {
                     return;
                 }
@@ -312,6 +339,10 @@ public sealed partial class Replicator
                 await DelayAsync(_settings.ReplicaTimeout);
                 continue;
             }
+            if (remote.Forgotten)
+            {
+                return; // forgotten while the message was built
+            }
             var sentAt = _time.GetTimestamp();
             AppendResponse response;
             try
@@ -330,6 +361,10 @@ public sealed partial class Replicator
                 await DelayAsync(backoff);
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, _settings.HeartbeatInterval.Ticks));
                 continue;
+            }
+            if (remote.Forgotten)
+            {
+                return;
             }
             backoff = TimeSpan.FromMilliseconds(50);
             remote.Answered = true;
@@ -461,7 +496,7 @@ public sealed partial class Replicator
         LogSnapshotSending(_partition, remote.Name, offer.Snapshot, offer.Index, offer.Term, offer.TotalBytes, remote.Next);
         var request = new InstallSnapshotRequest(_partition, _version, _self, offer, _settings.ReplicaTimeout / 2);
         var started = _time.GetTimestamp();
-        while (!_stop.IsCancellationRequested)
+        while (!_stop.IsCancellationRequested && !remote.Forgotten)
         {
             remote.Installing = $"installing snapshot {offer.Snapshot}";
             remote.Install = new SnapshotInstallProgress(offer.Snapshot, remote.Install?.BytesDone ?? 0, offer.TotalBytes, files);
@@ -629,6 +664,9 @@ public sealed partial class Replicator
         public long LeaseFrom { get; set; }
 
         public string? LastError { get; set; }
+
+        /// <summary>Set by <see cref="Forget"/>: its loop ends and nothing it answers counts.</summary>
+        public bool Forgotten { get; set; }
 
         /// <summary>What a snapshot install to it is doing now (for status), or null when none runs.</summary>
         public string? Installing { get; set; }

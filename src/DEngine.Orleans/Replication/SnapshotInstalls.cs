@@ -30,6 +30,15 @@ public sealed partial class SnapshotInstalls(TimeProvider time, DEngineMetrics? 
     private readonly Lock _gate = new();
     private readonly Dictionary<int, Run> _running = [];
 
+    /// <summary>True while an install into partition <paramref name="partition"/>'s copy runs (its copy must not be dropped).</summary>
+    public bool IsRunning(int partition)
+    {
+        lock (_gate)
+        {
+            return _running.ContainsKey(partition);
+        }
+    }
+
     /// <summary>
     /// Handles one <see cref="InstallSnapshotRequest"/> for <paramref name="copy"/>: refuses a stale
     /// sender, answers Installed at once when the copy already holds the snapshot's last entry, else

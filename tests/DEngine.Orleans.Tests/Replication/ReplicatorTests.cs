@@ -195,6 +195,53 @@ public sealed class ReplicatorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_reset_learner_counts_as_caught_up_only_once_its_new_copy_acknowledged_the_log_again()
+    {
+        var primary = Copy("p");
+        Replica("a");
+        Replica("b");
+        var replicator = await StartAsync(primary, 1, "a");
+        await OnScheduler(() => replicator.AddLearner("b"));
+        await OnScheduler(() => replicator.Append([Insert(1, "k", "v")]));
+        await Until(() => ResultCount == 1, "committed");
+        await TickUntil(() => OnScheduler(replicator.CaughtUpLearners).Result.Contains("b"), "b caught up");
+
+        // b's silo comes back on a new, empty data directory under the same name.
+        var fresh = _replicas["b"] = new FakeReplica(Copy("b-new"));
+        var caughtUp = await OnScheduler(() =>
+        {
+            replicator.Reset("b");
+            return replicator.CaughtUpLearners();
+        });
+
+        Assert.DoesNotContain("b", caughtUp);
+        await TickUntil(() => fresh.Copy.Position.LastIndex == 1 && OnScheduler(replicator.CaughtUpLearners).Result.Contains("b"), "the new copy is caught up from nothing");
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
+    public async Task A_forgotten_learner_is_no_longer_shipped_to()
+    {
+        var primary = Copy("p");
+        Replica("a");
+        var b = Replica("b");
+        var replicator = await StartAsync(primary, 1, "a");
+        await OnScheduler(() => replicator.AddLearner("b"));
+        await OnScheduler(() => replicator.Append([Insert(1, "k", "v")]));
+        await TickUntil(() => b.Copy.Position.LastIndex == 1, "b holds the first entry");
+
+        await OnScheduler(() => replicator.Forget("b"));
+        await OnScheduler(() => replicator.Append([Insert(2, "k", "v2")]));
+        await Until(() => ResultCount == 2, "committed");
+        var until = _time.GetUtcNow() + _settings.HeartbeatInterval * 5;
+        await TickUntil(() => _time.GetUtcNow() >= until, "five heartbeats pass");
+
+        Assert.Equal(1ul, b.Copy.Position.LastIndex);
+        Assert.DoesNotContain(await OnScheduler(replicator.Progress), p => p.Silo == "b");
+        replicator.Stop(new DEngineException(DEngineErrorCode.NotServing, "test over"));
+    }
+
+    [Fact]
     public async Task The_lease_is_renewed_by_heartbeats_and_lost_when_a_replica_stops_answering()
     {
         var primary = Copy("p");
