@@ -55,6 +55,7 @@ public sealed class ReplicaCopy : IDisposable
     private readonly TimeProvider _time;
     private ulong _version;
     private ulong _appliedSinceCompaction;
+    private Task _snapshotTask = Task.CompletedTask;
     private long _lastAcknowledgedAt;
 
     /// <summary>
@@ -326,6 +327,7 @@ public sealed class ReplicaCopy : IDisposable
             {
                 return answer;
             }
+            WaitForSnapshot();
             _engine.InstallSnapshot(directory, metadata);
             _log.Reset(label);
             _appliedSinceCompaction = 0;
@@ -407,6 +409,7 @@ public sealed class ReplicaCopy : IDisposable
     {
         lock (_gate)
         {
+            WaitForSnapshot();
             _log.Dispose();
             _closeEngine(_engine);
         }
@@ -474,7 +477,63 @@ public sealed class ReplicaCopy : IDisposable
             _appliedSinceCompaction += (ulong)chunk.Count;
         }
         CompactIfDueLocked();
+        SnapshotIfDueLocked();
         return results;
+    }
+
+    /// <summary>The last failure of this copy's own snapshot policy, or null (the next due apply tries again).</summary>
+    public Exception? LastSnapshotFailure { get; private set; }
+
+    /// <summary>The snapshot the copy's own policy is taking, or a completed task (tests wait for it).</summary>
+    internal Task SnapshotTask
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _snapshotTask;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every copy, primary or replica, follows the engine's snapshot policy
+    /// (<c>SnapshotEveryEntries</c> applied entries) on its own: a replica that becomes primary has a
+    /// recent snapshot to catch others up from, and a replica's restart replays from it. Taken off the
+    /// caller's thread (the engine holds writes only for the checkpoint call); at most one at a time.
+    /// </summary>
+    private void SnapshotIfDueLocked()
+    {
+        if (!_snapshotTask.IsCompleted || !_engine.ShouldSnapshot())
+        {
+            return;
+        }
+        var engine = _engine;
+        _snapshotTask = Task.Run(() =>
+        {
+            try
+            {
+                engine.CreateSnapshot();
+                LastSnapshotFailure = null;
+            }
+            catch (Exception ex) when (ex is DEngineException or IOException)
+            {
+                LastSnapshotFailure = ex;
+            }
+        });
+    }
+
+    /// <summary>Waits for the policy's snapshot in progress (before the engine is replaced or closed).</summary>
+    private void WaitForSnapshot()
+    {
+        try
+        {
+            _snapshotTask.GetAwaiter().GetResult();
+        }
+        catch (Exception ex) when (ex is DEngineException or IOException or ObjectDisposedException)
+        {
+            LastSnapshotFailure = ex;
+        }
     }
 }
 

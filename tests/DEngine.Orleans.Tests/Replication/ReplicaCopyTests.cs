@@ -27,9 +27,9 @@ public sealed class ReplicaCopyTests : IDisposable
         _dir.Dispose();
     }
 
-    private ReplicaCopy Open(string engineDir = "engine", string logDir = "log")
+    private ReplicaCopy Open(string engineDir = "engine", string logDir = "log", ulong snapshotEvery = 10_000)
     {
-        var engine = new RocksDbStateMachine(_dir.Sub(engineDir), new RocksDbStateMachineOptions { PartitionId = Partition, Durability = DurabilityMode.Relaxed });
+        var engine = new RocksDbStateMachine(_dir.Sub(engineDir), new RocksDbStateMachineOptions { PartitionId = Partition, Durability = DurabilityMode.Relaxed, SnapshotEveryEntries = snapshotEvery });
         var copy = new ReplicaCopy(Partition, engine, ReplicatedLog.Open(_dir.Sub(logDir), Partition), compactEvery: 4);
         _open.Add(copy);
         return copy;
@@ -46,6 +46,22 @@ public sealed class ReplicaCopyTests : IDisposable
 
     private static string? Read(ReplicaCopy copy, string key) =>
         copy.Engine.Get(System.Text.Encoding.UTF8.GetBytes(key)) is { } value ? System.Text.Encoding.UTF8.GetString(value) : null;
+
+    [Fact]
+    public async Task A_replica_copy_takes_its_own_snapshot_every_SnapshotEveryEntries_committed_entries_and_not_for_uncommitted_ones()
+    {
+        var copy = Open(snapshotEvery: 3);
+        // Three entries appended, two committed: not due.
+        copy.Append(Message(1, 0, 0, 2, Insert(1, "a", "1"), Insert(2, "b", "2"), Insert(3, "c", "3")));
+        await copy.SnapshotTask;
+        Assert.Empty(copy.Engine.ListSnapshots());
+        // The third committed entry makes it due: the copy snapshots on its own, off the caller's thread.
+        copy.Append(Message(1, 3, 1, 3));
+        await copy.SnapshotTask;
+        var snapshot = Assert.Single(copy.Engine.ListSnapshots());
+        Assert.Equal(3ul, snapshot.LastIncluded.Index);
+        Assert.Null(copy.LastSnapshotFailure);
+    }
 
     [Fact]
     public void Entries_reach_the_state_machine_only_once_committed()
