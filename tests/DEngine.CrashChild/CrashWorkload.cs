@@ -101,7 +101,53 @@ public static class CrashWorkload
         }),
     ];
 
-    private static Entry Entry(ulong index, ulong term, WriteCommand command) =>
+    /// <summary>Session workload: every key starts with this.</summary>
+    public const string SessionPrefix = "/session/";
+
+    /// <summary>The one client session of the session workload.</summary>
+    public static readonly ByteString SessionId = ByteString.CopyFromUtf8("crash-session-01");
+
+    /// <summary>Sequences the session workload's client keeps answers for (its low-water mark trails by this).</summary>
+    public const ulong SessionWindow = 64;
+
+    /// <summary>
+    /// The session write at <paramref name="index"/>: sequence = index, low-water mark = index − window,
+    /// the first-write flag on sequence 1; a CAS from the previous value of its key to this index's,
+    /// so a second apply of it would answer CompareFailed.
+    /// </summary>
+    public static WriteCommand SessionCommand(ulong index)
+    {
+        var cas = new WriteCommand.Types.CompareAndSwap
+        {
+            Key = ByteString.CopyFromUtf8(SessionKey(index)),
+            NewValue = ByteString.CopyFromUtf8(index.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        };
+        if (index > 8)
+        {
+            cas.ExpectedValue = ByteString.CopyFromUtf8((index - 8).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return new WriteCommand
+        {
+            CompareAndSwap = cas,
+            Session = new ClientSession
+            {
+                SessionId = SessionId,
+                Sequence = index,
+                LowWater = index > SessionWindow ? index - SessionWindow : 1,
+                FirstToPartition = index == 1,
+            },
+        };
+    }
+
+    /// <summary>The key the session write at <paramref name="index"/> swaps (eight keys, in turn).</summary>
+    public static string SessionKey(ulong index) => $"{SessionPrefix}{(index - 1) % 8}";
+
+    /// <summary>The session chunk that starts at <paramref name="firstIndex"/>: four session writes.</summary>
+    public static Entry[] SessionChunk(ulong firstIndex) =>
+        [.. Enumerable.Range(0, 4).Select(i => Entry(firstIndex + (ulong)i, 1, SessionCommand(firstIndex + (ulong)i)))];
+
+    /// <summary>An entry at <paramref name="index"/> carrying <paramref name="command"/>.</summary>
+    public static Entry Entry(ulong index, ulong term, WriteCommand command) =>
         new() { Index = index, Term = term, Payload = new EntryPayload { Command = command.ToByteString() } };
 
     /// <summary>A tiny seeded generator whose sequence is fixed by its algorithm, not by the runtime.</summary>

@@ -9,6 +9,7 @@ using DEngine.StateMachine;
 //                                             install B, A, B, A, ... (forced) into <dir>
 //   DEngine.CrashChild mixed-deferred <dir>   the same chunks, each written unsynced then made durable by SyncWal
 //   DEngine.CrashChild snapshot <dir>         apply mixed chunks, taking a snapshot every 20 chunks
+//   DEngine.CrashChild session <dir>          apply CrashWorkload.SessionChunk chunks (one client session's CAS writes)
 // Prints "start <lastAppliedIndex>", then, after each ApplyChunk has returned (fsynced), the chunk's
 // last index, one per line, flushed. In install mode it prints "step <name>" as each install step is
 // reached and "installed <index>" after each install; in snapshot mode it also prints
@@ -42,7 +43,12 @@ try
     stdout.Flush();
     for (var n = 0; n < 100_000; n++)
     {
-        var chunk = args[0] == "ttl" ? CrashWorkload.TtlChunk(next, clock) : CrashWorkload.MixedChunk(next);
+        var chunk = args[0] switch
+        {
+            "ttl" => CrashWorkload.TtlChunk(next, clock),
+            "session" => CrashWorkload.SessionChunk(next),
+            _ => CrashWorkload.MixedChunk(next),
+        };
         if (args[0] == "mixed-deferred")
         {
             // The silo's way: write without sync, then one WAL sync (WalSyncLoop), then acknowledge.

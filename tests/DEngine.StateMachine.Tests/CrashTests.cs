@@ -63,6 +63,58 @@ public sealed class CrashTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_session_write_acknowledged_before_SIGKILL_and_sent_again_after_the_reopen_is_answered_from_the_table_not_applied_twice()
+    {
+        using var directory = new TempDirectory();
+        var path = directory.Sub("db");
+        var seed = Environment.TickCount;
+        var random = new Random(seed);
+        output.WriteLine($"kill schedule seed {seed}");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        ulong applied = 0;
+        for (var cycle = 0; cycle < 6; cycle++)
+        {
+            var acksWanted = random.Next(1, 60);
+            ulong lastAcked = 0;
+            await using (var child = ChildProcess.Start("session", path))
+            {
+                Assert.Equal($"start {applied}", await child.ReadLineAsync(deadline));
+                for (var n = 0; n < acksWanted; n++)
+                {
+                    lastAcked = ulong.Parse(await child.ReadLineAsync(deadline), CultureInfo.InvariantCulture);
+                }
+                await child.KillAsync(deadline);
+            }
+
+            using var machine = new RocksDbStateMachine(path, SmallOptions(TimeProvider.System));
+            applied = machine.LastApplied.Index;
+            output.WriteLine($"cycle {cycle}: last acked {lastAcked}, reopened at {applied}");
+            Assert.True(applied >= lastAcked, $"cycle {cycle}: acknowledged index {lastAcked} lost, reopened at {applied}");
+            Assert.True(machine.HasSession(CrashWorkload.SessionId.Span), "the session's record did not survive the kill");
+
+            // The client, not having heard its answers, sends its last writes again (a retry is a new
+            // log entry): each is answered with the first apply's index and status, nothing is written.
+            var before = machine.ScanPrefix(Utf8(CrashWorkload.SessionPrefix)).Entries.Select(e => $"{Text(e.Key)}={Text(e.Value)}").ToArray();
+            var retried = Enumerable.Range(0, 4).Select(i => applied - (ulong)i).Where(s => s >= 1 && s + CrashWorkload.SessionWindow > applied).ToArray();
+            var retries = retried.Select((sequence, i) => CrashWorkload.Entry(applied + 1 + (ulong)i, 1, CrashWorkload.SessionCommand(sequence))).ToArray();
+            var results = machine.ApplyChunk(retries);
+            for (var i = 0; i < retried.Length; i++)
+            {
+                Assert.True(results[i].Deduplicated, $"cycle {cycle}: the retry of sequence {retried[i]} was applied again ({results[i].Status})");
+                Assert.Equal(retried[i], results[i].RecordedIndex);
+                if (cycle == 0)
+                {
+                    // Before any retry every CAS of the chain matched: the recorded answer is "applied", not a failed comparison.
+                    Assert.Equal(ApplyStatus.Applied, results[i].Status);
+                }
+            }
+            Assert.Equal(before, machine.ScanPrefix(Utf8(CrashWorkload.SessionPrefix)).Entries.Select(e => $"{Text(e.Key)}={Text(e.Value)}").ToArray());
+            // The retries took log indexes: the child's next chunk starts after them.
+            applied = machine.LastApplied.Index;
+        }
+    }
+
+    [Fact]
     public async Task Stamped_ttl_keys_survive_SIGKILL_vanish_at_once_after_their_expiry_and_ExpireKeys_removes_them()
     {
         using var directory = new TempDirectory();
