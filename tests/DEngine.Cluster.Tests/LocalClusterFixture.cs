@@ -42,7 +42,9 @@ public sealed class LocalClusterFixture() : SiloProcessCluster(3), IAsyncLifetim
                 o.ClusterId = "dengine";
                 o.ServiceId = "dengine";
             })
-            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5)));
+            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5))
+            // DEngine's serializers: session writes and scans carry protobuf messages.
+            .AddDEngineClient());
         _clientHost = builder.Build();
         await _clientHost.StartAsync();
         var grains = _clientHost.Services.GetRequiredService<IClusterClient>();

@@ -219,7 +219,9 @@ public sealed class NetworkSplitFixture : IAsyncLifetime
                 o.ServiceId = "dengine";
             })
             // A call through a split gateway never fails by itself: it waits for the response timeout.
-            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5)));
+            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(5))
+            // DEngine's serializers: session writes and scans carry protobuf messages.
+            .AddDEngineClient());
         var host = builder.Build();
         _clientHosts.Add(host);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
