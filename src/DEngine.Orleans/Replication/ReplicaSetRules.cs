@@ -107,7 +107,12 @@ public static class ReplicaSetRules
         var kept = learners.Where(l => !forget.Contains(l.Silo)).ToArray();
 
         var eligible = view.ActiveSilos.Where(s => !view.Leaving.Contains(s)).ToArray();
-        var wanted = options.EffectiveFactor(eligible.Length);
+        // Silos that can hold a copy: the eligible live ones, and the away ones whose copies are still
+        // waited for (kept learners, until ReplaceAfter). An away learner keeps its slot, but does not
+        // shrink the target: a live silo without a copy is still added (after a takeover that found
+        // only itself and a returned silo, the returned one must not wait for the dead one's slot).
+        var waitedFor = kept.Count(l => l.AwayFor is not null && !eligible.Contains(l.Silo));
+        var wanted = options.EffectiveFactor(eligible.Length + waitedFor);
         var holding = healthy + kept.Length;
         var add = new List<string>();
         if (holding < wanted)

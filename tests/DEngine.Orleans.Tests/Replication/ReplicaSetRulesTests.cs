@@ -54,6 +54,19 @@ public sealed class ReplicaSetRulesTests
     }
 
     [Fact]
+    public void A_primary_alone_in_its_configuration_builds_a_copy_on_a_returned_silo_while_it_still_waits_for_an_away_one()
+    {
+        // Three silos, Factor 3: b died and c restarted; a took over alone (c was out of the
+        // configuration, b did not answer). b keeps its slot until ReplaceAfter, but c, live and
+        // without a copy, is built at once: the partition must not stay below the floor waiting for b.
+        var plan = ReplicaSetRules.Plan(
+            View([Member("a")], [new LearnerView("b", false, TimeSpan.FromSeconds(20), false)], ["a", "c"]),
+            Options);
+        Assert.Equal(["c"], plan.AddLearners);
+        Assert.Empty(plan.Forget);
+    }
+
+    [Fact]
     public void A_silo_that_returns_before_ReplaceAfter_starts_its_absence_over()
     {
         var absence = new SiloAbsence(_time);
