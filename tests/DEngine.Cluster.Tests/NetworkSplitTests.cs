@@ -138,7 +138,11 @@ public sealed partial class NetworkSplitTests(NetworkSplitFixture cluster, ITest
         var values = await ReadAsync(acknowledged.Select(a => a.Key));
         var lost = acknowledged.Zip(values).Where(p => p.Second != p.First.Value).Select(p => $"{SplitHistory.Describe(p.First)}: {p.Second ?? "<absent>"}").ToArray();
         Assert.True(lost.Length == 0, $"{lost.Length} of {acknowledged.Length} acknowledged writes are missing or wrong after the split healed, e.g.\n{string.Join('\n', lost.Take(5))}");
-        var uncommitted = history.Failed.Where(f => f.Side == Minority && InSplit(f.Invoked)).ToArray();
+        // A write that timed out may still be applied (its message can wait in the cut silo's queue and
+        // be forwarded to the new primary once the cut silo learns it is no longer primary, after the
+        // heal): only the writes the cut primary answered with an error are known never applied.
+        var uncommitted = history.Failed.Where(f => f.Side == Minority && InSplit(f.Invoked) && !f.Error.StartsWith(nameof(TimeoutException), StringComparison.Ordinal)).ToArray();
+        output.WriteLine($"{uncommitted.Length} writes the cut primary refused or left with an unknown outcome are checked absent; {history.Failed.Count(f => f.Side == Minority && InSplit(f.Invoked)) - uncommitted.Length} minority writes timed out (outcome unknown, not checked)");
         var appeared = uncommitted.Zip(await ReadAsync(uncommitted.Select(f => f.Key))).Where(p => p.Second is not null).Select(p => p.First.Key).ToArray();
         Assert.True(appeared.Length == 0, $"{appeared.Length} of the {uncommitted.Length} writes the cut primary took but never acknowledged were applied after all, e.g. {string.Join(", ", appeared.Take(5))}");
     }

@@ -164,6 +164,23 @@ public static class ReplicaSetRules
                 count--;
             }
         }
+        // More healthy members than Factor (a replacement joined while the member it replaced still
+        // answered, e.g. under the same name on a new disk or after a move's retries): retire the
+        // surplus, never the primary, the silo holding the most replicas first.
+        var surplus = remaining.Count(m => !retire.Contains(m.Silo) && IsHealthy(m, view.Primary, options)) - options.Factor;
+        foreach (var member in remaining
+            .Where(m => m.Silo != view.Primary && !retire.Contains(m.Silo) && IsHealthy(m, view.Primary, options))
+            .OrderByDescending(m => view.ReplicasPerSilo.TryGetValue(m.Silo, out var n) ? n : 0)
+            .ThenBy(m => m.Silo, StringComparer.Ordinal))
+        {
+            if (surplus <= 0 || count - 1 < floor)
+            {
+                break;
+            }
+            retire.Add(member.Silo);
+            surplus--;
+            count--;
+        }
         return new ReplicaSetPlan(remove, cannotRemove, forget, add, promote, retire);
     }
 

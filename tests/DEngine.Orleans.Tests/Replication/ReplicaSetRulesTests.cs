@@ -67,6 +67,16 @@ public sealed class ReplicaSetRulesTests
     }
 
     [Fact]
+    public void A_configuration_with_more_healthy_members_than_Factor_retires_the_surplus_but_never_the_primary()
+    {
+        var plan = ReplicaSetRules.Plan(View([Member("a"), Member("b"), Member("c"), Member("d")], [], ["a", "b", "c", "d"]), Options);
+        var retired = Assert.Single(plan.Retire);
+        Assert.NotEqual("a", retired);
+        var settled = ReplicaSetRules.Plan(View([Member("a"), Member("b"), Member("c")], [], ["a", "b", "c", "d"]), Options);
+        Assert.Empty(settled.Retire);
+    }
+
+    [Fact]
     public void A_silo_that_returns_before_ReplaceAfter_starts_its_absence_over()
     {
         var absence = new SiloAbsence(_time);
