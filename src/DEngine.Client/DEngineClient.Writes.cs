@@ -77,6 +77,7 @@ public sealed partial class DEngineClient
         var mayHaveApplied = false;
         var renewed = false;
         var delay = _options.InitialBackoff;
+        var attemptTimeout = _options.AttemptTimeout;
         try
         {
             for (var attempt = 0; ; attempt++)
@@ -94,9 +95,21 @@ public sealed partial class DEngineClient
                 try
                 {
                     var pending = Invoke((grain, key, args, stamp, call), static c => c.call(c.grain, c.key, c.args, c.stamp));
-                    // The first attempt is bounded by Orleans' response timeout; a retry by what is
-                    // left of the deadline.
-                    var result = attempt == 0 ? await pending : await pending.WaitAsync(Remaining(started), time, cancellationToken);
+                    // Each attempt waits at most its attempt timeout (and never past the deadline); an
+                    // attempt left unanswered is abandoned, not cancelled: its answer, if one comes, is
+                    // the same as the retry's (the session table), so it is observed and dropped.
+                    var wait = attemptTimeout < Remaining(started) ? attemptTimeout : Remaining(started);
+                    T result;
+                    try
+                    {
+                        result = await pending.WaitAsync(wait, time, cancellationToken);
+                    }
+                    catch (TimeoutException) when (!pending.IsCompleted)
+                    {
+                        _ = pending.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                        attemptTimeout += attemptTimeout;
+                        throw;
+                    }
                     session.OpenedAt(partition);
                     return result;
                 }

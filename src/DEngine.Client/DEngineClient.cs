@@ -61,6 +61,10 @@ public sealed partial class DEngineClient
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, $"DEngineClientOptions.{nameof(DEngineClientOptions.CallDeadline)} must be positive (was {_options.CallDeadline}).");
         }
+        if (_options.AttemptTimeout <= TimeSpan.Zero)
+        {
+            throw new DEngineException(DEngineErrorCode.InvalidArgument, $"DEngineClientOptions.{nameof(DEngineClientOptions.AttemptTimeout)} must be positive (was {_options.AttemptTimeout}).");
+        }
     }
 
     /// <summary>The cluster's partition count, read from the cluster once and cached.</summary>

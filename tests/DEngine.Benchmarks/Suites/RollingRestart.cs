@@ -32,6 +32,7 @@ public static class RollingRestart
         var writers = 8;
         var baselineSeconds = 30.0;
         string? outFile = null;
+        string? logs = null;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -45,8 +46,12 @@ public static class RollingRestart
                 case "--out" when i + 1 < args.Length:
                     outFile = args[++i];
                     break;
+                case "--logs" when i + 1 < args.Length:
+                    logs = Path.GetFullPath(args[++i]);
+                    Directory.CreateDirectory(logs);
+                    break;
                 default:
-                    Console.Error.WriteLine($"error: unknown argument '{args[i]}'\nusage: ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE]");
+                    Console.Error.WriteLine($"error: unknown argument '{args[i]}'\nusage: ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE] [--logs DIR]");
                     return 2;
             }
         }
@@ -72,7 +77,8 @@ public static class RollingRestart
                     "--Silo:Membership:ProbeTimeout", "00:00:01", "--Silo:Membership:NumMissedProbesLimit", "2",
                     "--Silo:Membership:NumVotesForDeathDeclaration", "1", "--Silo:Membership:TableRefreshTimeout", "00:00:01",
                     "--Silo:Membership:IAmAliveTablePublishTimeout", "00:00:02",
-                ], "DEngine silo ready:");
+                    .. (logs is null ? Array.Empty<string>() : ["--Logging:LogLevel:Orleans", "Information", "--Logging:LogLevel:DEngine", "Debug"]),
+                ], "DEngine silo ready:", logs is null ? null : Path.Combine(logs, s.Name + ".log"));
                 await running[i]!.WaitReadyAsync(ReadyTimeout);
             }
             await Task.WhenAll(Enumerable.Range(0, Silos).Select(StartSiloAsync));
@@ -81,7 +87,7 @@ public static class RollingRestart
             await SettledAsync(client);
             Console.WriteLine($"rolling-restart: {Silos} silos (Redis profile, Factor 3, MinReplicas 2), {Partitions} partitions, {writers} closed-loop writers");
 
-            var load = new Load(client, writers);
+            var load = new Load(client, writers, logs is null ? null : Path.Combine(logs, "slow-writes.log"));
             load.Start();
             // Warm-up, then the baseline window (no roll), then the roll window, in one run.
             await Task.Delay(TimeSpan.FromSeconds(5));
@@ -216,8 +222,9 @@ public static class RollingRestart
     public sealed record WindowFigures(int Writes, double Rate, double P50, double P99, double Max, double LongestPause, int Failed);
 
     /// <summary>Closed-loop writers of unique keys; every write's end instant and latency is kept (Stopwatch ticks).</summary>
-    private sealed class Load(DEngineClient client, int writers)
+    private sealed class Load(DEngineClient client, int writers, string? slowLog)
     {
+        private static readonly long Slow = Stopwatch.Frequency; // writes slower than 1 s are listed in --logs DIR/slow-writes.log
         private readonly CancellationTokenSource _stop = new();
         private readonly List<Task> _tasks = [];
         private readonly ConcurrentQueue<(long End, long Ticks, bool Ok)> _writes = new();
@@ -249,6 +256,16 @@ public static class RollingRestart
                         }
                         var end = Stopwatch.GetTimestamp();
                         _writes.Enqueue((end, end - started, ok));
+                        if (slowLog is not null && end - started > Slow)
+                        {
+                            var key = Encoding.UTF8.GetBytes($"roll/w{writer}/{n}");
+                            var partition = await client.PartitionOfAsync(key);
+                            var line = string.Create(CultureInfo.InvariantCulture, $"{DateTime.UtcNow:HH:mm:ss.fff} slow write roll/w{writer}/{n} partition {partition} took {(end - started) * 1000.0 / Stopwatch.Frequency:0} ms ok={ok}");
+                            lock (_writes)
+                            {
+                                File.AppendAllText(slowLog, line + Environment.NewLine);
+                            }
+                        }
                     }
                 }));
             }
@@ -289,11 +306,25 @@ public static class RollingRestart
         private readonly Process _process;
         private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        private Child(Process process, string marker)
+        private readonly StreamWriter? _log;
+        private bool _closed;
+
+        private Child(Process process, string marker, string? logFile)
         {
             _process = process;
+            _log = logFile is null ? null : new StreamWriter(logFile, append: true) { AutoFlush = true };
             DataReceivedEventHandler onLine = (_, e) =>
             {
+                if (_log is not null && e.Data is { } logged)
+                {
+                    lock (_log)
+                    {
+                        if (!_closed)
+                        {
+                            _log.WriteLine($"{DateTime.UtcNow:HH:mm:ss.fff} {logged}");
+                        }
+                    }
+                }
                 if (e.Data is { } line && line.Contains(marker, StringComparison.Ordinal))
                 {
                     _ready.TrySetResult();
@@ -304,7 +335,7 @@ public static class RollingRestart
             process.Exited += (_, _) => _ready.TrySetException(new InvalidOperationException($"{process.StartInfo.FileName} exited with {process.ExitCode} before it was ready"));
         }
 
-        public static Child Start(string file, IEnumerable<string> args, string marker)
+        public static Child Start(string file, IEnumerable<string> args, string marker, string? logFile = null)
         {
             var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var a in args)
@@ -312,7 +343,7 @@ public static class RollingRestart
                 info.ArgumentList.Add(a);
             }
             var process = new Process { StartInfo = info, EnableRaisingEvents = true };
-            var child = new Child(process, marker);
+            var child = new Child(process, marker, logFile);
             process.Start();
             process.BeginOutputReadLine();
             process.BeginErrorReadLine();
@@ -348,6 +379,14 @@ public static class RollingRestart
             {
             }
             _process.Dispose();
+            if (_log is not null)
+            {
+                lock (_log)
+                {
+                    _closed = true;
+                    _log.Dispose();
+                }
+            }
         }
     }
 }
