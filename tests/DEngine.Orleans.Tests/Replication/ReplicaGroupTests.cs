@@ -34,18 +34,7 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     private Task SettledAsync(int partition) =>
         WaitUntilAsync(async () => (await ConfigurationOf(partition)).Replicas.Length == 3, $"partition {partition} has three replicas");
 
-    private async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Settle;
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"not within {Settle}: {what}");
-            }
-            await Task.Delay(100);
-        }
-    }
+    private Task WaitUntilAsync(Func<Task<bool>> condition, string what) => Poll.UntilAsync(condition, Settle, what);
 
     [Fact]
     public async Task A_write_is_acknowledged_only_once_every_replica_has_it_in_its_log()

@@ -44,18 +44,7 @@ public sealed class SnapshotCatchUpTests(CompactingClusterFixture cluster)
     private async Task<PartitionConfiguration> ConfigurationOf(int partition) =>
         await cluster.Grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
 
-    private async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Settle;
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"not within {Settle}: {what}");
-            }
-            await Task.Delay(100);
-        }
-    }
+    private Task WaitUntilAsync(Func<Task<bool>> condition, string what) => Poll.UntilAsync(condition, Settle, what);
 
     [Fact]
     public async Task A_replica_away_while_the_primary_log_compacts_past_it_is_caught_up_from_a_snapshot_added_back_and_holds_every_acknowledged_key()

@@ -22,18 +22,7 @@ public sealed class ExactlyOnceWriteTests(SessionClusterFixture cluster)
         await cluster.Grains.GetGrain<IPartitionConfigurationGrain>(partition).Get();
 
     /// <summary>Polls <paramref name="condition"/> until it holds, at most <see cref="Bound"/>.</summary>
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + Bound;
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"not within {Bound}: {what}");
-            }
-            await Task.Delay(100);
-        }
-    }
+    private static Task WaitUntilAsync(Func<Task<bool>> condition, string what) => Poll.UntilAsync(condition, Bound, what);
 
     /// <summary>Whether every replica's copy of <paramref name="partition"/> satisfies <paramref name="check"/>.</summary>
     private async Task<bool> OnEveryReplicaAsync(int partition, Func<DEngine.StateMachine.IStateMachine, bool> check)
