@@ -4,7 +4,8 @@ namespace DEngine.Cli.Tests;
 /// The replica commands' contract on a single-copy silo (Factor 1): `partition move --replica`,
 /// `silo drain` and `silo undrain` parse, and refuse with a typed error and exit code 2 where there are
 /// no replicas to move. Their work on a replica group is tested on real clusters
-/// (DEngine.Cluster.Tests ReplicaReplacementTests).
+/// (DEngine.Cluster.Tests ReplicaReplacementTests through the client, ReplicaReplacementCliTests through
+/// this binary).
 /// </summary>
 public sealed class ReplicaCommandsTests(SiloFixture silo) : IClassFixture<SiloFixture>
 {
