@@ -42,7 +42,7 @@ public sealed class BenchOptions
         --seconds N  measured seconds per phase (default 5; --quick 0.6)
         soak mode (opt-in, not a suite): ... -- soak [--minutes N] [--workers N] [--silos 1|2]
         rolling restart (opt-in, not a suite; needs redis-server and a Release build of the silo):
-                     ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE]
+                     ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE] [--logs DIR] [--redis-gateways]
         """;
 
     public static BenchOptions Parse(string[] args)

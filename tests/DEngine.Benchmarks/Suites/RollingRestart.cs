@@ -33,6 +33,7 @@ public static class RollingRestart
         var baselineSeconds = 30.0;
         string? outFile = null;
         string? logs = null;
+        var redisGateways = false;
         for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -46,12 +47,15 @@ public static class RollingRestart
                 case "--out" when i + 1 < args.Length:
                     outFile = args[++i];
                     break;
+                case "--redis-gateways":
+                    redisGateways = true;
+                    break;
                 case "--logs" when i + 1 < args.Length:
                     logs = Path.GetFullPath(args[++i]);
                     Directory.CreateDirectory(logs);
                     break;
                 default:
-                    Console.Error.WriteLine($"error: unknown argument '{args[i]}'\nusage: ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE] [--logs DIR]");
+                    Console.Error.WriteLine($"error: unknown argument '{args[i]}'\nusage: ... -- rolling-restart [--writers N] [--baseline-seconds N] [--out FILE] [--logs DIR] [--redis-gateways]");
                     return 2;
             }
         }
@@ -82,10 +86,10 @@ public static class RollingRestart
                 await running[i]!.WaitReadyAsync(ReadyTimeout);
             }
             await Task.WhenAll(Enumerable.Range(0, Silos).Select(StartSiloAsync));
-            clientHost = await StartClientAsync(specs.Select(s => s.GatewayPort));
+            clientHost = await StartClientAsync(specs.Select(s => s.GatewayPort), redisGateways ? $"127.0.0.1:{redisPort}" : null);
             var client = clientHost.Services.GetRequiredService<DEngineClient>();
             await SettledAsync(client);
-            Console.WriteLine($"rolling-restart: {Silos} silos (Redis profile, Factor 3, MinReplicas 2), {Partitions} partitions, {writers} closed-loop writers");
+            Console.WriteLine($"rolling-restart: {Silos} silos (Redis profile, Factor 3, MinReplicas 2), {Partitions} partitions, {writers} closed-loop writers, client gateways: {(redisGateways ? "from Redis" : "static list")}");
 
             var load = new Load(client, writers, logs is null ? null : Path.Combine(logs, "slow-writes.log"));
             load.Start();
@@ -123,7 +127,7 @@ public static class RollingRestart
             }
             if (outFile is not null)
             {
-                Report.WriteJson(outFile, new { date = DateTimeOffset.UtcNow.ToString("o", CultureInfo.InvariantCulture), command = "rolling-restart " + string.Join(' ', args), machine = Machine.Describe(), writers, baseline, roll });
+                Report.WriteJson(outFile, new { date = DateTimeOffset.UtcNow.ToString("o", CultureInfo.InvariantCulture), command = "rolling-restart " + string.Join(' ', args), machine = Machine.Describe(), writers, gateways = redisGateways ? "redis" : "static", baseline, roll });
             }
             return 0;
         }
@@ -174,12 +178,19 @@ public static class RollingRestart
         }
     }
 
-    private static async Task<IHost> StartClientAsync(IEnumerable<int> gateways)
+    /// <summary>
+    /// The load's client: a static gateway list (as the README's examples), or with
+    /// <paramref name="redis"/> the gateways the silos publish in the Redis membership table
+    /// (refreshed every second; a stopping silo's "stop sending to this gateway" notice then matches).
+    /// </summary>
+    private static async Task<IHost> StartClientAsync(IEnumerable<int> gateways, string? redis)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
-        builder.UseOrleansClient(client => client
-            .UseStaticClustering([.. gateways.Select(p => new IPEndPoint(IPAddress.Loopback, p))])
+        builder.UseOrleansClient(client => (redis is null
+                ? client.UseStaticClustering([.. gateways.Select(p => new IPEndPoint(IPAddress.Loopback, p))])
+                : client.UseRedisClustering(o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis))
+                    .Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(1)))
             .Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = "dengine";
