@@ -110,11 +110,19 @@ public sealed class ReplicaReplacementCliTests(ReplacementClusterFixture cluster
             Assert.Equal($"silo {name} is not draining; draining: none\n", undrained.Stdout);
 
             // What undrain guarantees: the durable list no longer names it (the primaries read it again
-            // within a heartbeat interval; nothing moves back by itself). Moving a replica back onto
-            // the emptied silo is not asserted here: the balancer hands it the partition's primary role
-            // as soon as its copy joins, the new primary does not know the move, and the command's
-            // re-request is then refused ("already holds a replica"), exit 2 (seen in a run).
+            // within a heartbeat interval; nothing moves back by itself).
             Assert.Empty(await cluster.Client.UndrainSiloAsync(name));
+
+            // Moving a replica back onto the emptied silo: its copy joins, and the balancer must not
+            // hand it the primary role before the source is retired (the move's record lives with the
+            // primary; a new primary refused the command's re-request, "already holds a replica").
+            var back = (await cluster.SettledAsync(Phase))[1].Partition;
+            var backSet = await cluster.Client.GetReplicaSetAsync(back);
+            var backFrom = backSet.Replicas.First(r => r != backSet.Primary && r != name);
+            var movedBack = await DengineAsync(Long, "partition", "move", back.ToString(CultureInfo.InvariantCulture), "--replica", backFrom, "--to", name);
+            Assert.True(movedBack.ExitCode == 0, movedBack.ToString());
+            var afterBack = await cluster.Client.GetReplicaSetAsync(back);
+            Assert.True(afterBack.Holds(name) && !afterBack.Holds(backFrom), $"after moving partition {back}'s replica from {backFrom} back to {name}: {Describe(afterBack)}");
         }
         finally
         {

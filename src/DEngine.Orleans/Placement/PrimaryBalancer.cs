@@ -138,7 +138,16 @@ public sealed partial class PrimaryBalancer(
                 LogMoveFailed(move.Partition, move.To, "it is stopping");
                 return;
             }
-            await grains.GetGrain<IStateMachineGrain>(move.Partition).MoveTo(move.To);
+            var partition = grains.GetGrain<IStateMachineGrain>(move.Partition);
+            // A requested replica move is recorded by this primary only: a handover now would lose it
+            // (the new primary would find the target already holding a copy and refuse the operator's
+            // request again). Balance waits until the move is done.
+            if ((await partition.GetReplicaSet()).Moves is { Length: > 0 } moves)
+            {
+                LogMoveFailed(move.Partition, move.To, $"a replica move is in progress ({string.Join(", ", moves)})");
+                return;
+            }
+            await partition.MoveTo(move.To);
             LogMoved(move.Partition, move.From, move.To);
         }
         catch (Exception ex) when (ex is DEngineException or OrleansException or TimeoutException)
