@@ -95,10 +95,12 @@ public sealed partial class DEngineClient
                 try
                 {
                     var pending = Invoke((grain, key, args, stamp, call), static c => c.call(c.grain, c.key, c.args, c.stamp));
-                    // Each attempt waits at most its attempt timeout (and never past the deadline); an
-                    // attempt left unanswered is abandoned, not cancelled: its answer, if one comes, is
-                    // the same as the retry's (the session table), so it is observed and dropped.
-                    var wait = attemptTimeout < Remaining(started) ? attemptTimeout : Remaining(started);
+                    // Each attempt waits at most its attempt timeout; the first one always that long
+                    // (a deadline shorter than it bounds only the retries), a retry never past the
+                    // deadline. An attempt left unanswered is abandoned, not cancelled: its answer, if
+                    // one comes, is the same as the retry's (the session table), so it is dropped.
+                    var left = Remaining(started);
+                    var wait = attempt == 0 || attemptTimeout < left ? attemptTimeout : left;
                     T result;
                     try
                     {

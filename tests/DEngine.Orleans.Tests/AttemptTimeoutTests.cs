@@ -48,6 +48,18 @@ public sealed class AttemptTimeoutTests(AttemptTimeoutFixture fixture) : IClassF
     }
 
     [Fact]
+    public async Task A_call_deadline_shorter_than_the_attempt_timeout_bounds_only_the_retries_the_first_attempt_is_answered()
+    {
+        // One attempt, as the cluster tests' load clients use: the deadline is spent before the call.
+        var client = new DEngineClient(fixture.Cluster.Client, new DEngineClientOptions { MaxRetries = 0, CallDeadline = TimeSpan.FromTicks(1) });
+        var key = InPartition(4, "one-attempt");
+
+        await client.PutAsync(key, B("v1")).WaitAsync(Bound);
+
+        Assert.Equal("v1", S(await client.GetAsync(key)));
+    }
+
+    [Fact]
     public void A_client_with_a_non_positive_attempt_timeout_is_refused_with_InvalidArgument()
     {
         var ex = Assert.Throws<DEngineException>(() => new DEngineClient(fixture.Cluster.Client, new DEngineClientOptions { AttemptTimeout = TimeSpan.Zero }));
