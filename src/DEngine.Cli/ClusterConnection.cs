@@ -112,7 +112,10 @@ internal sealed class ClusterConnection : IAsyncDisposable
                 await Task.Delay(ConnectRetryDelay, token);
                 return true;
             });
-            client.AddDEngineClient();
+            // One write per invocation: each attempt waits the whole response timeout (a first
+            // activation on a cold silo can take seconds), so the user gets the partition's own answer
+            // (a refusal names its reason) rather than an attempt abandoned after 1 s.
+            client.AddDEngineClient(o => o.AttemptTimeout = ResponseTimeout);
         });
         return builder.Build();
     }

@@ -30,7 +30,9 @@ public sealed partial class DEngineClient
         // A response timeout, a gateway that died, a message rejected because its silo was declared
         // dead after the request reached it: the write may have run. Retrying is safe only because
         // it carries the same (session, sequence).
-        TimeoutException or OrleansException => AttemptFailure.MayHaveApplied,
+        // Orleans also cancels a message that expired before it was placed (a partition being placed
+        // during a kill): the caller's own cancellation is excluded where this is called.
+        TimeoutException or OrleansException or OperationCanceledException => AttemptFailure.MayHaveApplied,
         _ => AttemptFailure.Final,
     };
 
