@@ -24,8 +24,9 @@ public sealed class DEngineClientOptions
     /// <summary>
     /// How long one attempt of a write waits for its answer before it is sent again under the same
     /// (session, sequence); doubled after every attempt that was not answered in time, and never more
-    /// than what is left of <see cref="CallDeadline"/> (the first attempt always waits this long). A lost answer (a gateway that stops while the
-    /// write is in flight drops the response, a paused silo) then costs this long instead of the
+    /// than what is left of <see cref="CallDeadline"/> (the first attempt always waits this long). A
+    /// lost answer (a gateway that stops while the write is in flight drops the response, a paused
+    /// silo) then costs this long instead of the
     /// Orleans response timeout, and the doubling keeps a slow partition from getting many copies of
     /// one write (a copy sent again is answered from the session table, never applied twice).
     /// Default 1 s.

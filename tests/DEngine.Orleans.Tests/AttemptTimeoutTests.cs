@@ -1,7 +1,5 @@
 using DEngine.Client;
-using DEngine.Orleans.Hosting;
 using Microsoft.Extensions.Time.Testing;
-using Orleans.Configuration;
 using Orleans.TestingHost;
 using static DEngine.Orleans.Tests.Keys;
 
@@ -78,24 +76,7 @@ public sealed class AttemptTimeoutFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var builder = new InProcessTestClusterBuilder(1);
-        builder.ConfigureSilo((siloOptions, silo) =>
-        {
-            silo.AddDEngine(o =>
-            {
-                o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
-                o.Partitions = ClusterFixture.Partitions;
-                o.WriteBufferMiB = 4;
-                o.BlockCacheMiB = 8;
-                o.Replication.Factor = 1;
-            });
-            silo.AddIncomingGrainCallFilter(Held);
-        });
-        builder.ConfigureClient(client => client
-            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(60))
-            .AddDEngineClient());
-        Cluster = builder.Build();
-        await Cluster.DeployAsync();
+        Cluster = await ClientTimeoutFixture.DeployAsync(Root, Held, TimeSpan.FromSeconds(60), _ => { });
     }
 
     public async Task DisposeAsync()

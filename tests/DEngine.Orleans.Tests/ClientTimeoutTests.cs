@@ -65,24 +65,7 @@ public sealed class ClientTimeoutFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var builder = new InProcessTestClusterBuilder(1);
-        builder.ConfigureSilo((siloOptions, silo) =>
-        {
-            silo.AddDEngine(o =>
-            {
-                o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
-                o.Partitions = ClusterFixture.Partitions;
-                o.WriteBufferMiB = 4;
-                o.BlockCacheMiB = 8;
-                o.Replication.Factor = 1;
-            });
-            silo.AddIncomingGrainCallFilter(Held);
-        });
-        builder.ConfigureClient(client => client
-            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(2))
-            .AddDEngineClient(o => o.MaxRetries = 3));
-        Cluster = builder.Build();
-        await Cluster.DeployAsync();
+        Cluster = await DeployAsync(Root, Held, TimeSpan.FromSeconds(2), o => o.MaxRetries = 3);
         Client = Cluster.Client.ServiceProvider.GetRequiredService<DEngineClient>();
         // First activations on a loaded machine can outlast the short timeout: until every partition answered.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
@@ -97,6 +80,34 @@ public sealed class ClientTimeoutFixture : IAsyncLifetime
             {
             }
         }
+    }
+
+    /// <summary>
+    /// Deploys one silo (Factor 1) under <paramref name="root"/> whose calls <paramref name="held"/> can
+    /// hold, and a client with <paramref name="responseTimeout"/> and the DEngine client options
+    /// <paramref name="client"/>.
+    /// </summary>
+    internal static async Task<InProcessTestCluster> DeployAsync(string root, HeldCalls held, TimeSpan responseTimeout, Action<DEngineClientOptions> client)
+    {
+        var builder = new InProcessTestClusterBuilder(1);
+        builder.ConfigureSilo((siloOptions, silo) =>
+        {
+            silo.AddDEngine(o =>
+            {
+                o.DataRoot = Path.Combine(root, siloOptions.SiloName);
+                o.Partitions = ClusterFixture.Partitions;
+                o.WriteBufferMiB = 4;
+                o.BlockCacheMiB = 8;
+                o.Replication.Factor = 1;
+            });
+            silo.AddIncomingGrainCallFilter(held);
+        });
+        builder.ConfigureClient(c => c
+            .Configure<ClientMessagingOptions>(o => o.ResponseTimeout = responseTimeout)
+            .AddDEngineClient(client));
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        return cluster;
     }
 
     /// <summary>Puts a value, repeating the same Put when its answer timed out (here only while the machine is loaded); for setting up a test.</summary>
