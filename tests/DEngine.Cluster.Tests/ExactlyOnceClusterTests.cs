@@ -110,7 +110,7 @@ public sealed class ExactlyOnceClusterTests(ReplicatedRedisClusterFixture cluste
             await Task.WhenAll(workers).WaitAsync(TimeSpan.FromMinutes(3));
 
             var result = LinearizabilityChecker.Check(history);
-            Assert.True(result.IsLinearizable, $"key {result.FailingKey} is not linearizable:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
+            Assert.True(result.IsLinearizable, $"key {result.FailingKey} {result.Reason}:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
             // The client's retries answer nearly everything: an unknown outcome is only a write past its deadline.
             Assert.True(history.Count(o => !o.OutcomeUnknown) > total * 3 / 4, $"only {history.Count(o => !o.OutcomeUnknown)} of {total} operations have a known outcome");
             Assert.Contains(history, o => o is { Kind: KvOpKind.CompareAndSwap, Swapped: true });

@@ -59,7 +59,7 @@ public sealed class LinearizabilityTests(RedisClusterFixture cluster)
         await Task.WhenAll(workers);
 
         var result = LinearizabilityChecker.Check(history);
-        Assert.True(result.IsLinearizable, $"key {result.FailingKey} is not linearizable:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
+        Assert.True(result.IsLinearizable, $"key {result.FailingKey} {result.Reason}:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
         Assert.True(history.Count(o => !o.OutcomeUnknown) > total / 2, $"only {history.Count} operations completed");
     }
 

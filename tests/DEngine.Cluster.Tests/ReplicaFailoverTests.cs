@@ -166,7 +166,7 @@ public sealed class ReplicaFailoverTests(ReplicatedRedisClusterFixture cluster)
         await Task.WhenAll(workers).WaitAsync(Phase);
 
         var result = LinearizabilityChecker.Check(history.Operations);
-        Assert.True(result.IsLinearizable, $"key {result.FailingKey} is not linearizable:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
+        Assert.True(result.IsLinearizable, $"key {result.FailingKey} {result.Reason}:\n{string.Join("\n", result.FailingHistory.OrderBy(o => o.Call))}");
         var known = history.Operations.Count(o => !o.OutcomeUnknown && o.Key == keys[0]);
         Assert.True(known > 50, $"only {known} operations on the failing partition's key have a known outcome");
     }
@@ -341,7 +341,11 @@ public sealed class ReplicaFailoverTests(ReplicatedRedisClusterFixture cluster)
     private string Describe(IReadOnlyList<DEngine.Orleans.PartitionStatus>? statuses) =>
         statuses is null ? "no complete status: " + _lastStatusErrors : string.Join(" | ", statuses.Select(s => $"{s.Partition}@{PrimaryOf(s)} {s.Replication}"));
 
-    /// <summary>Reads <paramref name="keys"/>, repeating the read when a call times out (a partition may still be taking over; a read is safe to repeat).</summary>
+    /// <summary>
+    /// Reads <paramref name="keys"/>, repeating the read (safe to repeat) while a call times out or is
+    /// refused retryably within the phase: a partition may still be taking over, or a new primary
+    /// waiting out the old one's lease for longer than the client's own read retries last.
+    /// </summary>
     private async Task<IReadOnlyList<byte[]?>> ReadAsync(byte[][] keys)
     {
         var deadline = DateTime.UtcNow + Phase;
@@ -351,8 +355,9 @@ public sealed class ReplicaFailoverTests(ReplicatedRedisClusterFixture cluster)
             {
                 return await cluster.Client.GetMultiAsync(keys);
             }
-            catch (TimeoutException) when (DateTime.UtcNow < deadline)
+            catch (Exception ex) when (ex is TimeoutException or DEngineException { IsRetryable: true } && DateTime.UtcNow < deadline)
             {
+                await Task.Delay(100);
             }
         }
     }

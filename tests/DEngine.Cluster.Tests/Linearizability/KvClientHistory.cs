@@ -42,7 +42,13 @@ public static class KvClientHistory
         catch (Exception ex) when (ex is OrleansException or TimeoutException or DEngineException { Code: DEngineErrorCode.OutcomeUnknown })
         {
             // It may take effect at any point after its call, or never.
-            return kind == KvOpKind.Get ? null : new KvOperation(client, key, kind, call, long.MaxValue, Value: value, Expected: expected);
+            return kind switch
+            {
+                KvOpKind.Get => null,
+                KvOpKind.Delete => new KvOperation(client, key, kind, call, long.MaxValue),
+                KvOpKind.Put => new KvOperation(client, key, kind, call, long.MaxValue, Value: value),
+                _ => new KvOperation(client, key, kind, call, long.MaxValue, Value: value, Expected: expected),
+            };
         }
     }
 }
