@@ -36,7 +36,9 @@ namespace DEngine.Client;
 /// <para>
 /// Reads (Get, GetMulti, ScanPrefix, GetTtl, status, snapshot lists) are retried at most
 /// <see cref="DEngineClientOptions.MaxRetries"/> times, on a retryable <see cref="DEngineException"/>,
-/// an Orleans message rejection, and a <see cref="TimeoutException"/>: a read changes nothing, and its
+/// an Orleans message rejection, and a <see cref="TimeoutException"/> (also Orleans' "message expired
+/// before placement", an <see cref="OperationCanceledException"/> the caller's token did not cause,
+/// which reaches the caller as a <see cref="TimeoutException"/> once the retries are spent): a read changes nothing, and its
 /// answer can take longer than a response timeout while a new primary of a replica group waits out
 /// the old one's lease before it serves (LeaseDuration × (1 + MaxClockDrift), 4.2 s by default).
 /// </para>
@@ -225,7 +227,7 @@ public sealed partial class DEngineClient
                     return status;
                 }
             }
-            catch (Exception ex) when (IsRetryable(ex, read: true))
+            catch (Exception ex) when (IsRetryable(ex, read: true, cancellationToken))
             {
                 // Moving: the new activation is fetching the data (or, in a replica group, waiting out the old primary's lease).
             }
@@ -359,7 +361,7 @@ public sealed partial class DEngineClient
                     {
                         await _grains.GetGrain<IStateMachineGrain>(set.Partition).MoveTo(other);
                     }
-                    catch (Exception ex) when (IsRetryable(ex, read: true))
+                    catch (Exception ex) when (IsRetryable(ex, read: true, cancellationToken))
                     {
                         // Moving already, or the configuration changed: the next round looks again.
                     }
@@ -483,8 +485,14 @@ public sealed partial class DEngineClient
     // did not run: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
     // message). Writes go through WriteAsync (sessions) instead. A read changes nothing: one whose
     // response timed out is sent again.
-    private static bool IsRetryable(Exception ex, bool read) =>
-        ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException || (read && ex is TimeoutException);
+    /// <summary>
+    /// True when a call that failed with <paramref name="ex"/> may be sent again: a retryable refusal or
+    /// a message rejection, and for a read also a timeout, including Orleans' "message expired before
+    /// placement" (an <see cref="OperationCanceledException"/> the caller's <paramref name="cancellationToken"/> did not cause).
+    /// </summary>
+    private static bool IsRetryable(Exception ex, bool read, CancellationToken cancellationToken) =>
+        ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException
+        || (read && (ex is TimeoutException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)));
 
     private Task<T> RetryAsync<T>(Func<Task<T>> call, bool read, CancellationToken cancellationToken) =>
         RetryAsync(Invoke(call, static c => c()), call, static c => c(), read, cancellationToken);
@@ -505,10 +513,15 @@ public sealed partial class DEngineClient
             {
                 return await attempt;
             }
-            catch (Exception ex) when (IsRetryable(ex, read) && retries < _options.MaxRetries)
+            catch (Exception ex) when (IsRetryable(ex, read, cancellationToken) && retries < _options.MaxRetries)
             {
                 await Task.Delay(delay, _options.TimeProvider, cancellationToken);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxBackoff.Ticks));
+            }
+            catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                // Orleans gave up on the message (it expired before placement): a timeout, not a cancellation by the caller.
+                throw new TimeoutException($"The call was not answered: the Orleans runtime dropped it ({ex.Message}).{(read ? " A read changes nothing: retry." : "")}", ex);
             }
             attempt = Invoke(state, call);
         }

@@ -32,6 +32,24 @@ public sealed class ClientTimeoutTests(ClientTimeoutFixture fixture) : IClassFix
         Assert.Equal(2, fixture.Held.Arrived);
     }
 
+    /// <summary>
+    /// Orleans fails a call whose message expired before its grain was placed (a partition taking over
+    /// on a loaded silo) with an OperationCanceledException the caller did not ask for: for a read, a
+    /// timeout like any other, sent again (it reached a caller in CI: the client did not retry it).
+    /// </summary>
+    [Fact]
+    public async Task A_read_the_runtime_dropped_before_placement_is_sent_again_and_returns_the_value()
+    {
+        var key = InPartition(3, "dropped-read");
+        await fixture.PutSurelyAsync(key, B("v1"));
+        fixture.Held.FailOnce(nameof(IStateMachineGrain.Get), key, new OperationCanceledException("Message expired before placement could complete for grain statemachine/3."));
+
+        var value = await fixture.Client.GetAsync(key).WaitAsync(Bound);
+
+        Assert.Equal("v1", S(value));
+        Assert.Equal(2, fixture.Held.Arrived);
+    }
+
     [Fact]
     public async Task A_write_whose_response_timed_out_is_sent_again_under_its_session_and_answered()
     {
@@ -151,6 +169,7 @@ public sealed class HeldCalls : IIncomingGrainCallFilter
     private string? _method;
     private byte[]? _key;
     private TaskCompletionSource _held = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private Exception? _failWith;
     private int _arrived;
 
     /// <summary>Calls of <paramref name="method"/> for <paramref name="key"/> that arrived since <see cref="Hold"/>.</summary>
@@ -172,7 +191,17 @@ public sealed class HeldCalls : IIncomingGrainCallFilter
         {
             _held.TrySetResult();
             _held = new(TaskCreationOptions.RunContinuationsAsynchronously);
-            (_method, _key, _arrived) = (method, key, 0);
+            (_method, _key, _arrived, _failWith) = (method, key, 0, null);
+        }
+    }
+
+    /// <summary>Fails the next call of <paramref name="method"/> for <paramref name="key"/> with <paramref name="error"/> (before it runs); later ones go through.</summary>
+    public void FailOnce(string method, byte[] key, Exception error)
+    {
+        lock (_gate)
+        {
+            _held.TrySetResult();
+            (_method, _key, _arrived, _failWith) = (method, key, 0, error);
         }
     }
 
@@ -196,6 +225,10 @@ public sealed class HeldCalls : IIncomingGrainCallFilter
                 if (context.MethodName == _method && _key is not null && key.AsSpan().SequenceEqual(_key))
                 {
                     _arrived++;
+                    if (_arrived == 1 && _failWith is { } error)
+                    {
+                        throw error;
+                    }
                     if (_arrived == 1)
                     {
                         wait = _held.Task;
