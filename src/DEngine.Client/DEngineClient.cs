@@ -37,8 +37,8 @@ namespace DEngine.Client;
 /// Reads (Get, GetMulti, ScanPrefix, GetTtl, status, snapshot lists) are retried at most
 /// <see cref="DEngineClientOptions.MaxRetries"/> times, on a retryable <see cref="DEngineException"/>,
 /// an Orleans message rejection, and a <see cref="TimeoutException"/> (also Orleans' "message expired
-/// before placement", an <see cref="OperationCanceledException"/> the caller's token did not cause,
-/// which reaches the caller as a <see cref="TimeoutException"/> once the retries are spent): a read changes nothing, and its
+/// before placement", an <see cref="OperationCanceledException"/> the caller's token did not cause;
+/// it reaches the caller as a <see cref="TimeoutException"/>): a read changes nothing, and its
 /// answer can take longer than a response timeout while a new primary of a replica group waits out
 /// the old one's lease before it serves (LeaseDuration × (1 + MaxClockDrift), 4.2 s by default).
 /// </para>
@@ -484,12 +484,8 @@ public sealed partial class DEngineClient
     // Requests without a session (snapshots, moves) are retried only on errors that guarantee they
     // did not run: DEngine's retryable errors, and Orleans rejections (a silo refused to deliver the
     // message). Writes go through WriteAsync (sessions) instead. A read changes nothing: one whose
-    // response timed out is sent again.
-    /// <summary>
-    /// True when a call that failed with <paramref name="ex"/> may be sent again: a retryable refusal or
-    /// a message rejection, and for a read also a timeout, including Orleans' "message expired before
-    /// placement" (an <see cref="OperationCanceledException"/> the caller's <paramref name="cancellationToken"/> did not cause).
-    /// </summary>
+    // response timed out is sent again, and so is one Orleans dropped as "message expired before
+    // placement" (an OperationCanceledException the caller's token did not cause).
     private static bool IsRetryable(Exception ex, bool read, CancellationToken cancellationToken) =>
         ex is DEngineException { IsRetryable: true } or OrleansMessageRejectionException
         || (read && (ex is TimeoutException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested)));
