@@ -109,8 +109,9 @@ public sealed class ReplicaReplacementCliTests(ReplacementClusterFixture cluster
             Assert.True(undrained.ExitCode == 0, undrained.ToString());
             Assert.Equal($"silo {name} is not draining; draining: none\n", undrained.Stdout);
 
-            // What undrain guarantees: the durable list no longer names it (the primaries read it again
-            // within a heartbeat interval; nothing moves back by itself).
+            // What undrain guarantees: the durable list no longer names it (a move request reads that
+            // list, so the move below right after the undrain is accepted; the primaries' own rounds
+            // read it within a heartbeat interval; nothing moves back by itself).
             Assert.Empty(await cluster.Client.UndrainSiloAsync(name));
 
             // Moving a replica back onto the emptied silo: its copy joins, and the balancer must not

@@ -26,6 +26,12 @@ public class ClusterFixture : IAsyncLifetime
     /// <summary>DEngine:Replication:Factor of every silo: 1 here (the single-copy path; the product's default is 3).</summary>
     protected virtual int ReplicationFactor => 1;
 
+    /// <summary>Silos the cluster starts with: 3 here.</summary>
+    protected virtual int SiloCount => 3;
+
+    /// <summary>DEngine:Partitions of every silo: <see cref="Partitions"/> here.</summary>
+    protected virtual int PartitionCount => Partitions;
+
     /// <summary>More silo configuration of a derived fixture.</summary>
     protected virtual void ConfigureSiloExtra(ISiloBuilder silo)
     {
@@ -46,7 +52,7 @@ public class ClusterFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var builder = new InProcessTestClusterBuilder(3);
+        var builder = new InProcessTestClusterBuilder((short)SiloCount);
         builder.ConfigureSilo((siloOptions, silo) =>
         {
             silo.Services.AddKeyedSingleton<IGrainStorage>(PartitionOwnerGrain.StorageName, _ownership);
@@ -61,7 +67,7 @@ public class ClusterFixture : IAsyncLifetime
                 // balancing tests run rounds explicitly (PrimaryBalancer.RoundAsync).
                 o.Replication.BalanceInterval = TimeSpan.Zero;
                 o.DataRoot = Path.Combine(Root, siloOptions.SiloName);
-                o.Partitions = Partitions;
+                o.Partitions = PartitionCount;
                 o.WriteBufferMiB = 4;
                 o.BlockCacheMiB = 8;
                 o.Lease.ReminderPeriod = TimeSpan.FromSeconds(1);
@@ -168,6 +174,28 @@ public sealed class ReplicatedClusterFixture : ClusterFixture
     /// <summary>The replica registry of silo <paramref name="name"/> (its copies).</summary>
     public DEngine.Orleans.Replication.ReplicaRegistry RegistryOf(string name) =>
         Cluster.Silos.Concat(Extra).First(s => s.Name == name).ServiceProvider.GetRequiredService<DEngine.Orleans.Replication.ReplicaRegistry>();
+}
+
+/// <summary>
+/// Four silos, one partition with replica groups of three: one silo holds no copy, a target for
+/// replica moves and drains that leaves the other partitions nothing to move.
+/// </summary>
+public sealed class SpareSiloClusterFixture : ClusterFixture
+{
+    /// <inheritdoc />
+    protected override int ReplicationFactor => 3;
+
+    /// <inheritdoc />
+    protected override int SiloCount => 4;
+
+    /// <inheritdoc />
+    protected override int PartitionCount => 1;
+}
+
+[CollectionDefinition(Name)]
+public sealed class SpareSiloClusterCollection : ICollectionFixture<SpareSiloClusterFixture>
+{
+    public const string Name = "spare-silo-cluster";
 }
 
 [CollectionDefinition(Name)]

@@ -140,9 +140,12 @@ public sealed partial class ReplicatedPrimary
     /// Records a move of the replica on <paramref name="from"/> to <paramref name="to"/>: the next
     /// rounds build a copy there, add it once caught up and then retire <paramref name="from"/>'s.
     /// </summary>
+    /// <remarks>The draining list is read from its durable record, not the cached copy: a `silo undrain` (or
+    /// `drain`) made through another silo a moment ago holds.</remarks>
     /// <exception cref="DEngineException">InvalidArgument naming what is wrong with either silo.</exception>
-    public void RequestMove(string from, string to)
+    public async Task RequestMoveAsync(string from, string to)
     {
+        var draining = _drain is null ? (IReadOnlySet<string>)new HashSet<string>() : await _drain.ReadAsync();
         var replicas = string.Join(", ", Configuration.Replicas.Select(r => r.Silo));
         if (!Configuration.Contains(from))
         {
@@ -160,7 +163,7 @@ public sealed partial class ReplicatedPrimary
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, $"No active silo is named '{to}' (active: {string.Join(", ", _members.ActiveNames())}); nothing was changed.", _partition);
         }
-        if (_drain?.IsDraining(to) == true)
+        if (draining.Contains(to))
         {
             throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{to}' is draining: it takes no new replica (`dengine silo undrain {to}` ends that); nothing was changed.", _partition);
         }

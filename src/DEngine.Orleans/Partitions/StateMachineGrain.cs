@@ -495,13 +495,12 @@ public sealed partial class StateMachineGrain(
     }
 
     /// <inheritdoc />
-    public Task MoveReplica(string fromSilo, string toSilo)
+    public async Task MoveReplica(string fromSilo, string toSilo)
     {
         Serving();
         ArgumentException.ThrowIfNullOrEmpty(fromSilo);
         ArgumentException.ThrowIfNullOrEmpty(toSilo);
-        ReplicatedRole().RequestMove(fromSilo, toSilo);
-        return Task.CompletedTask;
+        await ReplicatedRole().RequestMoveAsync(fromSilo, toSilo);
     }
 
     /// <inheritdoc />

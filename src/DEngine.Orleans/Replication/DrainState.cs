@@ -27,6 +27,16 @@ public sealed class DrainState(IGrainFactory grains, TimeProvider time, IOptions
         {
             return _draining;
         }
+        return await ReadAsync();
+    }
+
+    /// <summary>
+    /// The draining silos as the durable list has them now. For an operator's command, which must
+    /// not act on a list a `silo drain` or `silo undrain` made through another silo just changed
+    /// (the cached one can be a heartbeat interval old).
+    /// </summary>
+    public async Task<IReadOnlySet<string>> ReadAsync()
+    {
         var started = time.GetTimestamp();
         Set(await grains.GetGrain<ISiloDrainGrain>(0).GetDraining(), started);
         return _draining;
