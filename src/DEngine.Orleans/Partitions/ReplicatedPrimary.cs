@@ -312,7 +312,8 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     }
 
     /// <summary>
-    /// Hands the primary role to <paramref name="silo"/>, a replica, cleanly: stops sequencing (new
+    /// Hands the primary role to <paramref name="silo"/>, a replica, cleanly: removes replicas that
+    /// stopped answering first (a maintenance round, as their silence blocks commits), stops sequencing (new
     /// writes get a retryable NotServing, nothing of them applied), waits until every chunk in flight
     /// is committed and answered (at most <see cref="ReplicationOptions.ReplicaTimeout"/>; past that
     /// the handover is called off and this primary leads on), gives up its lease (serves no read from
@@ -334,12 +335,25 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     /// </remarks>
     /// <exception cref="DEngineException">
     /// InvalidArgument when <paramref name="silo"/> holds no replica; NotServing when a handover is
-    /// already running or this primary stopped; PartitionUnavailable when the chunks in flight did not
+    /// already running or this primary stopped; PartitionUnavailable when a replica that stopped
+    /// answering could not be removed first (the floor keeps it), or the chunks in flight did not
     /// commit within the bound (nothing changed, this primary leads on) or the configuration changed
     /// meanwhile; StorageFailure when storing the change failed (this primary stops: the outcome is unknown).
     /// </exception>
     public async Task HandOverAsync(string silo)
     {
+        if (_phase == RolePhase.Leading && Replicator.Unresponsive().Count > 0)
+        {
+            // A member that stopped answering holds every commit and the read lease until a maintenance
+            // round removes it: draining would wait out the whole bound, refusing writes meanwhile, and a
+            // balancer retrying the handover would keep the rounds (which skip a draining primary) from
+            // ever removing it. Run the round first.
+            await MaintainAsync();
+            if (Replicator.Unresponsive() is { Count: > 0 } silent)
+            {
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: replica(s) {string.Join(", ", silent)} stopped answering and are still in the configuration (DEngine:Replication:MinReplicas keeps them, or their removal failed); the handover to silo '{silo}' waits until they answer or are removed. Nothing was changed; the primary role stays here. Retry.", _partition);
+            }
+        }
         var replica = Configuration.Find(silo)
             ?? throw new DEngineException(DEngineErrorCode.InvalidArgument, $"Silo '{silo}' holds no replica of partition {_partition} (replicas: {string.Join(", ", Configuration.Replicas.Select(r => r.Silo))}); a replicated partition's primary moves only to one of its replicas.", _partition);
         if (_phase != RolePhase.Leading || Replicator.Failed.IsCompleted)

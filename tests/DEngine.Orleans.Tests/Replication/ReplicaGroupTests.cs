@@ -279,6 +279,55 @@ public sealed class ReplicaGroupTests(ReplicatedClusterFixture cluster)
     }
 
     [Fact]
+    public async Task A_handover_retried_back_to_back_while_a_replica_is_silent_removes_that_replica_first_and_then_moves_the_role()
+    {
+        // What the balancer does (a handover, and another as soon as one fails) while a replica's silo
+        // is gone: each attempt used to drain for ReplicaTimeout behind a chunk only the silent replica
+        // could commit, and maintenance skips a draining primary, so the silent replica stayed in the
+        // configuration, holding every commit and the read lease.
+        var leader = cluster.LiveSilos[1];
+        var partition = await PartitionLedByAsync(leader);
+        await SettledAsync(partition);
+        var before = await ConfigurationOf(partition);
+        var others = before.Replicas.Select(r => r.Silo).Where(s => s != leader).ToArray();
+        var (target, silent) = (others[0], others[1]);
+        var grain = cluster.Grains.GetGrain<IStateMachineGrain>(partition);
+        var key = InPartition(partition, "handover-silent");
+        cluster.Faults.Silence(partition, silent);
+        try
+        {
+            // In flight until the silent replica leaves the configuration.
+            var write = grain.Put(key, B("during"), 0);
+            await WaitUntilAsync(async () => (await grain.GetStatus()).ReplicaGroup?.Replicas.FirstOrDefault(r => r.Silo == silent) is { Lag: > 0 }, "the write is in flight, not yet on the silent replica");
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            var attempts = new List<string>();
+            while (true)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"no handover within 20 s; attempts: {string.Join(" | ", attempts)}");
+                try
+                {
+                    await grain.MoveTo(target);
+                    break;
+                }
+                catch (DEngineException ex) when (ex.Code == DEngineErrorCode.PartitionUnavailable)
+                {
+                    attempts.Add(ex.Message);
+                }
+            }
+            var after = await ConfigurationOf(partition);
+            Assert.Equal(target, after.Primary?.Silo);
+            Assert.DoesNotContain(after.Replicas, r => r.Silo == silent);
+            await write.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal("during", S(await cluster.Client.GetAsync(key)));
+        }
+        finally
+        {
+            cluster.Faults.Heal();
+        }
+        await SettledAsync(partition);
+    }
+
+    [Fact]
     public async Task A_silo_stopping_gracefully_hands_its_primary_roles_to_replicas_and_every_acknowledged_write_stays()
     {
         var leader = cluster.LiveSilos[1];

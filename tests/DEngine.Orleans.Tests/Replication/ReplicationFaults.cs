@@ -5,13 +5,13 @@ namespace DEngine.Orleans.Tests.Replication;
 
 /// <summary>
 /// A fault-injecting filter on every silo of the replicated test cluster: replication messages of a
-/// partition from a given primary silo fail on arrival (as if the link between them were down), until
-/// healed. Nothing else is touched: membership, the record store and clients still reach every silo.
+/// partition from a given primary silo, or to a given replica, fail on arrival (as if the link between
+/// them were down), until healed. Nothing else is touched: membership, the record store and clients still reach every silo.
 /// </summary>
 public sealed class ReplicationFaults : IIncomingGrainCallFilter
 {
     private readonly object _gate = new();
-    private (int Partition, string Primary)? _split;
+    private (int Partition, string? Primary, string? Replica)? _split;
     private long _dropped;
 
     /// <summary>Messages dropped so far.</summary>
@@ -22,7 +22,16 @@ public sealed class ReplicationFaults : IIncomingGrainCallFilter
     {
         lock (_gate)
         {
-            _split = (partition, primary);
+            _split = (partition, primary, null);
+        }
+    }
+
+    /// <summary>From now on every replication message of <paramref name="partition"/> to <paramref name="replica"/>'s copy fails, whoever sends it (as if that silo were gone, for this partition only).</summary>
+    public void Silence(int partition, string replica)
+    {
+        lock (_gate)
+        {
+            _split = (partition, null, replica);
         }
     }
 
@@ -42,10 +51,11 @@ public sealed class ReplicationFaults : IIncomingGrainCallFilter
         {
             lock (_gate)
             {
-                if (_split is { } split && split.Partition == request.Partition && split.Primary == request.Primary)
+                if (_split is { } split && split.Partition == request.Partition && (split.Primary is null || split.Primary == request.Primary)
+                    && (split.Replica is null || context.TargetId.Key.ToString() == ReplicaKey.Of(split.Partition, split.Replica)))
                 {
                     Interlocked.Increment(ref _dropped);
-                    throw new TimeoutException($"fault injected: the link from {request.Primary} is down for partition {request.Partition}");
+                    throw new TimeoutException($"fault injected: the link from {request.Primary} to {context.TargetId.Key} is down for partition {request.Partition}");
                 }
             }
         }
