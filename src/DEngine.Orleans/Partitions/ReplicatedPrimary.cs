@@ -312,9 +312,9 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
     }
 
     /// <summary>
-    /// Hands the primary role to <paramref name="silo"/>, a replica, cleanly: removes replicas that
-    /// stopped answering first (a maintenance round, as their silence blocks commits), stops sequencing (new
-    /// writes get a retryable NotServing, nothing of them applied), waits until every chunk in flight
+    /// Hands the primary role to <paramref name="silo"/>, a replica, cleanly: first removes replicas
+    /// that stopped answering (a maintenance round: their silence blocks commits), stops sequencing
+    /// (new writes get a retryable NotServing, nothing of them applied), waits until every chunk in flight
     /// is committed and answered (at most <see cref="ReplicationOptions.ReplicaTimeout"/>; past that
     /// the handover is called off and this primary leads on), gives up its lease (serves no read from
     /// then on), and only then stores the configuration naming the new primary, marked as handed over
@@ -351,7 +351,7 @@ public sealed partial class ReplicatedPrimary : IChunkCommitter
             await MaintainAsync();
             if (Replicator.Unresponsive() is { Count: > 0 } silent)
             {
-                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: replica(s) {string.Join(", ", silent)} stopped answering and are still in the configuration (DEngine:Replication:MinReplicas keeps them, or their removal failed); the handover to silo '{silo}' waits until they answer or are removed. Nothing was changed; the primary role stays here. Retry.", _partition);
+                throw new DEngineException(DEngineErrorCode.PartitionUnavailable, $"Partition {_partition}: replica(s) {string.Join(", ", silent)} stopped answering and are still in the configuration (DEngine:Replication:MinReplicas keeps them, or their removal is under way or failed); the handover to silo '{silo}' waits until they answer or are removed. Nothing was changed; the primary role stays here. Retry.", _partition);
             }
         }
         var replica = Configuration.Find(silo)

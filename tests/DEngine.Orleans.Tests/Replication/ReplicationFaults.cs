@@ -6,7 +6,8 @@ namespace DEngine.Orleans.Tests.Replication;
 /// <summary>
 /// A fault-injecting filter on every silo of the replicated test cluster: replication messages of a
 /// partition from a given primary silo, or to a given replica, fail on arrival (as if the link between
-/// them were down), until healed. Nothing else is touched: membership, the record store and clients still reach every silo.
+/// them were down), until healed. Nothing else is touched: membership, the record store and clients
+/// still reach every silo.
 /// </summary>
 public sealed class ReplicationFaults : IIncomingGrainCallFilter
 {
